@@ -1,0 +1,42 @@
+"""rssr: diffusion super-resolution of Sentinel-2 imagery (10 m -> 0.8 m) to Cloud-Optimized GeoTIFFs.
+
+The public Python API; the ``rssr`` command line is a thin layer over it. Heavy modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from rssr_cli.errors import (
+    AOIError,
+    DataError,
+    InputError,
+    OutputError,
+    RssrError,
+    TrainingError,
+    UsageError,
+    WeightsError,
+)
+
+try:
+    __version__ = version("rssr")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AOIError", "DataError", "InputError", "OutputError", "RssrError", "TrainingError", "UsageError", "WeightsError",
+    "__version__", "upscale", "open_scene", "plan_upscale",
+]
+
+
+def __getattr__(name: str):
+    # Lazy public API: `import rssr_cli` stays light, `rssr_cli.upscale(...)` works in a notebook.
+    if name in ("upscale", "plan_upscale", "UpscaleOptions", "UpscaleResult"):
+        from rssr_cli import pipeline
+
+        return getattr(pipeline, name)
+    if name == "open_scene":
+        from rssr_cli.scene import open_scene
+
+        return open_scene
+    raise AttributeError(f"module 'rssr_cli' has no attribute {name!r}")

@@ -1,0 +1,43 @@
+"""Exceptions raised by the rssr library.
+
+Every error a user can cause is an :class:`RssrError`; the CLI turns one into a single-line message and an exit code.
+Subclasses also inherit from a built-in exception so that callers can catch them the way they already do.
+"""
+
+from __future__ import annotations
+
+
+class RssrError(Exception):
+    """Base class of every error rssr reports to its user. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class InputError(RssrError, ValueError):
+    """The input raster cannot be used: not georeferenced, too few bands, unreadable, bad scale/offset."""
+
+
+class AOIError(RssrError, ValueError):
+    """The area of interest is malformed or does not intersect the scene."""
+
+
+class OutputError(RssrError, OSError):
+    """The output cannot be written: it exists without ``--overwrite``, or the folder is not writable."""
+
+
+class WeightsError(RssrError, ValueError):
+    """A weights file is missing, corrupt, truncated or does not match what it is used for."""
+
+
+class DataError(RssrError, ValueError):
+    """A training archive, manifest or patch cache cannot be used."""
+
+
+class TrainingError(RssrError, RuntimeError):
+    """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+class UsageError(RssrError, ValueError):
+    """Options that contradict each other or values out of range; the CLI exits with 2 as for other usage errors."""
+
+    exit_code = 2
