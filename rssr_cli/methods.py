@@ -96,3 +96,38 @@ class BicubicUpsampler:
 
     def provenance(self) -> dict[str, str]:
         return {"RSSR_METHOD": "bicubic"}
+
+
+def create_upsampler(
+    method: str,
+    *,
+    scale: Fraction | None = None,
+    bands: tuple[str, ...] | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    steps: int | None = None,
+    start: float | None = None,
+    eta: float | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    consistency: bool | None = None,
+    batch_size: int | None = None,
+) -> TileUpsampler:
+    """Build the method named ``method``. Options that do not apply to it are ignored (None means its default).
+
+    For ``diffusion`` the scale and bands come from the weights file; asking for others is an error.
+    """
+    from rssr_cli.errors import UsageError
+
+    if method == "bicubic":
+        return BicubicUpsampler(scale=scale or DEFAULT_SCALE, bands=bands or DEFAULT_BANDS)
+    if method == "diffusion":
+        from rssr_cli.diffusion_method import DiffusionUpsampler
+
+        upsampler = DiffusionUpsampler(weights, device=device, steps=steps, start=start, eta=eta, seed=seed,
+                                       samples=samples, consistency=consistency, batch_size=batch_size)
+        if scale is not None and Fraction(scale) != upsampler.scale:
+            raise UsageError(f"--scale {float(scale):g} does not match the model's scale {float(upsampler.scale):g}; "
+                             "the diffusion model works at the scale it was trained for")
+        return upsampler
+    raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
