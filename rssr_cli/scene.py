@@ -1,0 +1,310 @@
+"""Open a Sentinel-2 input as a :class:`Scene`: its grid, which file/band feeds each model band, radiometry, nodata.
+
+A scene is one multi-band raster (GeoTIFF, VRT, SAFE/JP2 through GDAL) or several single-band rasters on one grid (the
+``B02.tif B03.tif B04.tif B08.tif`` layout of the AWS COGs). Reading returns reflectance, never DNs:
+``reflectance = DN * scale + offset`` per band (:class:`Radiometry`), which is ``(DN + offset_dn) / 10000`` for
+Sentinel-2 quantification.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from rssr_cli.errors import InputError
+
+#: Sentinel-2 quantification: DN = reflectance * 10000 (+ offset from processing baseline 04.00).
+QUANTIFICATION = 10000.0
+
+#: Names that identify a 10 m band in band descriptions, file names or STAC common names.
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "B02": ("b02", "b2", "blue"),
+    "B03": ("b03", "b3", "green"),
+    "B04": ("b04", "b4", "red"),
+    "B08": ("b08", "b8", "nir"),
+}
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """``reflectance = DN * scale + offset`` for one band; ``source`` says where the numbers came from."""
+
+    scale: float
+    offset: float
+    source: str
+
+    def to_reflectance(self, dn: np.ndarray) -> np.ndarray:
+        return (dn.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(np.float32)
+
+    def to_dn(self, reflectance: np.ndarray) -> np.ndarray:
+        return (reflectance - np.float32(self.offset)) / np.float32(self.scale)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid as a value: size, affine transform and CRS (odc-geo's GeoBox, reduced to what rssr needs)."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return _bounds(self.transform, self.width, self.height)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (math.hypot(self.transform.a, self.transform.d), math.hypot(self.transform.b, self.transform.e))
+
+    def window(self, window: Window) -> "Grid":
+        """The grid of a window of this grid (the window may extend beyond it)."""
+        return Grid(int(window.width), int(window.height),
+                    self.transform * Affine.translation(window.col_off, window.row_off), self.crs)
+
+    def zoom(self, scale: Fraction) -> "Grid":
+        """The grid ``scale`` times finer over the same origin; sizes round up so nothing at the edge is lost."""
+        return Grid(math.ceil(self.width * scale), math.ceil(self.height * scale),
+                    self.transform * Affine.scale(1 / float(scale)), self.crs)
+
+
+def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    xs, ys = zip(*(transform * corner for corner in ((0, 0), (width, 0), (0, height), (width, height))))
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """Where one model band is read from: file index in ``Scene.paths`` and 1-based band index in that file."""
+
+    name: str
+    file: int
+    bidx: int
+    description: str | None
+
+
+@dataclass
+class Scene:
+    """An opened input. Use as a context manager (``with open_scene(...) as scene``) so file handles are closed."""
+
+    paths: tuple[str, ...]
+    grid: Grid
+    bands: tuple[BandSource, ...]
+    dtype: str
+    radiometry: tuple[Radiometry, ...]
+    nodata: float | None
+    nodata_source: str
+    _datasets: list = field(default_factory=list, repr=False)
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+    _use_file_masks: bool = True
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    @property
+    def has_metadata_radiometry(self) -> bool:
+        return any(r.source in ("metadata", "--offset") for r in self.radiometry)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Reflectance (C, h, w) float32 and validity (h, w) bool for ``window``, which may extend beyond the scene.
+
+        Pixels outside the scene are filled by reflecting the scene (context for the model, never output) and are
+        invalid. Invalid pixels inside (nodata, masks, NaN) hold the mean of the valid pixels of their band so that a
+        model sees no artificial edges of extreme values; the caller masks them in the output anyway.
+        """
+        row0, col0 = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        r_lo, r_hi = max(row0, 0), min(row0 + h, self.grid.height)
+        c_lo, c_hi = max(col0, 0), min(col0 + w, self.grid.width)
+        if r_lo >= r_hi or c_lo >= c_hi:
+            raise InputError("internal: read window does not touch the scene")
+        inner = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
+        data = np.empty((len(self.bands), inner.height, inner.width), dtype=np.float32)
+        valid = np.ones((inner.height, inner.width), dtype=bool)
+        for i, band in enumerate(self.bands):
+            ds = self._datasets[band.file]
+            dn = ds.read(band.bidx, window=inner)
+            if self._use_file_masks:
+                valid &= ds.read_masks(band.bidx, window=inner) > 0
+            if self.nodata is not None:
+                valid &= ~(np.isnan(dn) if math.isnan(self.nodata) else dn == self.nodata)
+            if dn.dtype.kind == "f":
+                valid &= np.isfinite(dn)
+            data[i] = self.radiometry[i].to_reflectance(dn)
+        if not valid.all():
+            for band in data:
+                fill = float(band[valid].mean()) if valid.any() else 0.0
+                band[~valid] = fill
+        pad = ((r_lo - row0, row0 + h - r_hi), (c_lo - col0, col0 + w - c_hi))
+        if any(p for pair in pad for p in pair):
+            data = _pad_reflect(data, pad)
+            valid = np.pad(valid, pad, mode="constant", constant_values=False)
+        return data, valid
+
+
+def _pad_reflect(data: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """Reflect-pad (C, h, w); falls back to edge padding where the data is smaller than the pad."""
+    (top, bottom), (left, right) = pad
+    h, w = data.shape[1:]
+    if top < h and bottom < h and left < w and right < w:
+        return np.pad(data, ((0, 0), (top, bottom), (left, right)), mode="symmetric")
+    return np.pad(data, ((0, 0), (top, bottom), (left, right)), mode="edge")
+
+
+def _identify(text: str | None) -> str | None:
+    """The 10 m band named in a description or file name (``B02``, ``B2``, ``blue`` ...), if any."""
+    if not text:
+        return None
+    tokens = re.split(r"[^a-z0-9]+", text.lower())
+    for name, aliases in BAND_ALIASES.items():
+        if any(alias in tokens for alias in aliases):
+            return name
+    return None
+
+
+def _metadata_radiometry(ds, bidx: int) -> tuple[float, float] | None:
+    """(scale, offset) in reflectance units from the file's metadata, or None when it carries none."""
+    scale, offset = ds.scales[bidx - 1], ds.offsets[bidx - 1]
+    if (scale, offset) != (1.0, 0.0):
+        return float(scale), float(offset)
+    # GDAL's SENTINEL2 driver and some exports carry the L1C/L2A offset and quantification as dataset tags.
+    tags = {k.upper(): v for k, v in ds.tags().items()}
+    add = next((v for k, v in tags.items() if k.endswith("ADD_OFFSET") or "ADD_OFFSET_" in k), None)
+    quant = next((v for k, v in tags.items() if k.endswith("QUANTIFICATION_VALUE")), None)
+    if add is None and quant is None:
+        return None
+    try:
+        q = float(quant) if quant is not None else QUANTIFICATION
+        return 1.0 / q, float(add or 0.0) / q
+    except ValueError:
+        return None
+
+
+def open_scene(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    bidx: Sequence[int] | None = None,
+    bands: Sequence[str] = ("B02", "B03", "B04", "B08"),
+    nodata: float | None = None,
+    offset: float | None = None,
+) -> Scene:
+    """Open one multi-band raster, or several single-band rasters on one grid, as a :class:`Scene`.
+
+    ``bidx`` (1-based) picks the bands in model order; without it the bands are identified from band descriptions or
+    file names, or taken in order when the file has exactly ``len(bands)`` bands. ``offset`` is the Sentinel-2 additive
+    offset in DN (for example -1000 for processing baseline 04.00 and later) and is used when the file's metadata
+    carries none. ``nodata`` overrides the file's nodata value.
+    """
+    path_list = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not path_list:
+        raise InputError("no input given")
+    stack = ExitStack()
+    datasets = []
+    try:
+        for path in path_list:
+            try:
+                datasets.append(stack.enter_context(rasterio.open(path)))
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+        scene = _build_scene(path_list, datasets, bidx=bidx, bands=tuple(bands), nodata=nodata, offset=offset)
+    except BaseException:
+        stack.close()
+        raise
+    scene._datasets = datasets
+    scene._stack = stack
+    return scene
+
+
+def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ...], nodata, offset) -> Scene:
+    first = datasets[0]
+    for path, ds in zip(paths, datasets):
+        if ds.crs is None or ds.transform == Affine.identity():
+            raise InputError(f"{path} is not georeferenced (no CRS or geotransform); rssr needs both to write an "
+                             "aligned output")
+        if ds.transform.b != 0 or ds.transform.d != 0:
+            raise InputError(f"{path} has a rotated geotransform; warp it to a north-up grid first (gdalwarp)")
+    for path, ds in zip(paths[1:], datasets[1:]):
+        if (ds.crs, ds.transform, ds.shape) != (first.crs, first.transform, first.shape):
+            raise InputError(f"{path} is not on the same grid as {paths[0]} (CRS, transform and size must match)")
+        if ds.dtypes[0] != first.dtypes[0]:
+            raise InputError(f"{path} has dtype {ds.dtypes[0]}, {paths[0]} has {first.dtypes[0]}")
+
+    # Every (file, band) available, with the name it declares.
+    available = [(f, b, ds.descriptions[b - 1], _identify(ds.descriptions[b - 1]) or
+                  (_identify(Path(paths[f]).stem) if ds.count == 1 else None))
+                 for f, ds in enumerate(datasets) for b in range(1, ds.count + 1)]
+    if bidx:
+        if len(bidx) != len(bands):
+            raise InputError(f"-b/--bidx lists {len(bidx)} bands; the method needs {len(bands)} "
+                             f"({', '.join(bands)})")
+        if any(i < 1 or i > len(available) for i in bidx):
+            raise InputError(f"-b/--bidx {','.join(map(str, bidx))} is out of range: the input has "
+                             f"{len(available)} band(s)")
+        chosen = [available[i - 1] for i in bidx]
+    else:
+        by_name = {name: entry for entry in available for name in [entry[3]] if name}
+        if all(b in by_name for b in bands):
+            chosen = [by_name[b] for b in bands]
+        elif len(available) == len(bands):
+            chosen = available  # e.g. a 4-band B02,B03,B04,B08 stack without descriptions
+        elif len(available) < len(bands):
+            raise InputError(f"the input has {len(available)} band(s); rssr needs {len(bands)} "
+                             f"({', '.join(bands)})")
+        else:
+            raise InputError(f"cannot tell which of the {len(available)} bands are {', '.join(bands)} (no band "
+                             "descriptions); pass them with -b/--bidx, e.g. -b 2,3,4,8 for a 12-band L2A stack")
+    band_sources = tuple(BandSource(name, f, b, desc) for name, (f, b, desc, _) in zip(bands, chosen))
+
+    dtype = first.dtypes[0]
+    if np.dtype(dtype).kind not in "uif":
+        raise InputError(f"unsupported data type {dtype}; rssr reads uint16, int16 or float32")
+    radiometry = []
+    for src in band_sources:
+        ds = datasets[src.file]
+        meta = _metadata_radiometry(ds, src.bidx)
+        if offset is not None:
+            radiometry.append(Radiometry(1 / QUANTIFICATION, offset / QUANTIFICATION, "--offset"))
+        elif meta is not None:
+            radiometry.append(Radiometry(meta[0], meta[1], "metadata"))
+        elif np.dtype(dtype).kind == "f":
+            radiometry.append(Radiometry(1.0, 0.0, "float input is reflectance"))
+        else:
+            radiometry.append(Radiometry(1 / QUANTIFICATION, 0.0, "default (DN / 10000)"))
+
+    if nodata is not None:
+        nd, nd_source, use_masks = float(nodata), "--nodata", False
+    elif first.nodata is not None:
+        nd, nd_source, use_masks = float(first.nodata), "file", True
+    elif np.dtype(dtype).kind == "f":
+        nd, nd_source, use_masks = float("nan"), "default (NaN for float input)", True
+    else:
+        nd, nd_source, use_masks = 0.0, "default (DN 0 is Sentinel-2 nodata)", True
+
+    grid = Grid(first.width, first.height, first.transform, first.crs)
+    return Scene(paths=tuple(paths), grid=grid, bands=band_sources, dtype=dtype, radiometry=tuple(radiometry),
+                 nodata=nd, nodata_source=nd_source, _use_file_masks=use_masks)
