@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -228,7 +229,9 @@ def open_scene(
     try:
         for path in path_list:
             try:
-                datasets.append(stack.enter_context(rasterio.open(path)))
+                with warnings.catch_warnings():  # the missing georeferencing is reported below, as an error
+                    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                    datasets.append(stack.enter_context(rasterio.open(path)))
             except rasterio.errors.RasterioIOError as exc:
                 raise InputError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
         scene = _build_scene(path_list, datasets, bidx=bidx, bands=tuple(bands), nodata=nodata, offset=offset)

@@ -1,0 +1,50 @@
+"""Reusable click options and parameter types (rio's ``options.py`` pattern).
+
+Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``output_opt``, ``overwrite_opt``,
+``json_opt``, ``device_opt``, ``weights_opt``.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+class KeyValue(click.ParamType):
+    """``NAME=VALUE`` -> (NAME, VALUE)."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        if "=" not in value:
+            self.fail(f"{value!r} is not NAME=VALUE", param, ctx)
+        key, _, val = value.partition("=")
+        return key.strip(), val.strip()
+
+
+class IntList(click.ParamType):
+    """``2,3,4,8`` (or ``-b 2 -b 3 ...`` collected by click) -> tuple of ints."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of band numbers", param, ctx)
+
+
+def flatten_bidx(values) -> tuple[int, ...] | None:
+    out = tuple(i for group in values for i in group)
+    return out or None
+
+
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input on stdout.")
+device_opt = click.option("--device", default="auto", show_default=True,
+                          help="auto, cpu, cuda or cuda:N (auto takes CUDA when present; CPU fallback with a notice).")
+weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
+                           help="Model weights file (.safetensors). Default: the model shipped in weights/.")

@@ -1,0 +1,206 @@
+"""``rssr upscale``: thin click layer over :func:`rssr_cli.pipeline.upscale`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import click
+
+from rssr_cli.cli.options import (IntList, KeyValue, device_opt, flatten_bidx, json_opt, overwrite_opt,
+                                  weights_opt)
+from rssr_cli.cli.progress import tile_progress
+from rssr_cli.methods import METHODS
+from rssr_cli.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+
+#: Exit code when some inputs of a batch failed and the others were written.
+EXIT_PARTIAL = 3
+
+
+def _read_list(source: str) -> list[str]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def group_inputs(paths: list[str], separate: bool) -> list[tuple[str, ...]]:
+    """Inputs -> scenes. Single-band files named after distinct 10 m bands (B02.tif, B03.tif ...) form one scene."""
+    if separate or len(paths) <= 1:
+        return [tuple(paths)] if paths else []
+    from rssr_cli.scene import _identify
+
+    names = [_identify(Path(p).name.split(".")[0]) for p in paths]
+    if all(names) and len(set(names)) == len(names) and _all_single_band(paths):
+        return [tuple(paths)]
+    return [(p,) for p in paths]
+
+
+def _all_single_band(paths: list[str]) -> bool:
+    import rasterio
+
+    try:
+        for p in paths:
+            with rasterio.open(p) as ds:
+                if ds.count != 1:
+                    return False
+    except rasterio.errors.RasterioIOError:
+        return False
+    return True
+
+
+@click.command(short_help="Super-resolve Sentinel-2 scenes to 0.8 m COGs.")
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output COG (one scene). Default: "
+              "INPUT_sr.tif in the current folder.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for the outputs of several scenes "
+              "(each named INPUT_sr.tif).")
+@click.option("--from", "from_list", metavar="FILE|-", help="Read input paths from a file (one per line) or stdin.")
+@click.option("--separate", is_flag=True, help="The inputs are one scene, one file per band, in model band order.")
+@click.option("-b", "--bidx", multiple=True, type=IntList(), help="Input bands in model order (B02,B03,B04,B08), "
+              "1-based, e.g. -b 2,3,4,8. Default: from band descriptions or file names.")
+@click.option("--nodata", type=float, help="Input nodata value (overrides the file's).")
+@click.option("--offset", type=float, help="Sentinel-2 additive offset in DN, used when the file's metadata has none "
+              "(-1000 for processing baseline 04.00 and later). Reflectance = (DN + offset) / 10000.")
+@click.option("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="Area of interest as a box in --bbox-crs.")
+@click.option("--bbox-crs", default="EPSG:4326", show_default=True,
+              help="CRS of --bbox: anything pyproj knows, or 'scene' for the scene's own CRS.")
+@click.option("--aoi", metavar="FILE|-", help="Area of interest as GeoJSON (geometry, Feature or FeatureCollection, "
+              "lon/lat); pixels outside the polygon become nodata.")
+@click.option("--method", type=click.Choice(METHODS), default="diffusion", show_default=True,
+              help="diffusion: the model; bicubic: interpolation baseline.")
+@weights_opt
+@device_opt
+@click.option("--steps", type=click.IntRange(min=1), help="Reverse diffusion steps (network evaluations per sample). "
+              "Default: the model's.")
+@click.option("--start", type=click.FloatRange(0, 1, min_open=True), help="Where the LR-start sampler begins, as a "
+              "fraction of the T training steps (1 = pure noise). Default: the model's.")
+@click.option("--eta", type=click.FloatRange(min=0), help="Sampler stochasticity (0 = deterministic DDIM). "
+              "Default: the model's.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise field.")
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Draws per pixel; the output is their mean and OUTPUT_std.tif their standard deviation.")
+@click.option("--consistency/--no-consistency", default=None, help="Project the result so that degrading it gives "
+              "back the input. Default: the model's.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per model call. Default: the method's.")
+@click.option("--scale", type=float, help="Scale factor for --method bicubic (default 12.5: 10 m -> 0.8 m).")
+@click.option("--tile-size", type=click.IntRange(min=2), default=DEFAULT_TILE_SIZE, show_default=True,
+              help="Tile core size in LR pixels (a multiple of 2 at 12.5x).")
+@click.option("--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
+              help="Overlap of neighbouring tiles in LR pixels, blended with cosine ramps.")
+@click.option("-t", "--dtype", type=click.Choice(("auto", "uint16", "int16", "float32")), default="auto",
+              show_default=True, help="Output type; auto keeps the input's (DN with its scale/offset); float32 writes "
+              "reflectance.")
+@click.option("--co", "creation_options", multiple=True, type=KeyValue(),
+              help="GDAL creation option for the COG, NAME=VALUE (repeatable), e.g. --co COMPRESS=ZSTD.")
+@click.option("--config", "gdal_config", multiple=True, type=KeyValue(), help="GDAL configuration option NAME=VALUE.")
+@click.option("--blocksize", type=click.IntRange(min=16), default=512, show_default=True, help="COG tile size.")
+@click.option("--overview-resampling", default="average", show_default=True,
+              type=click.Choice(("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")))
+@click.option("--threads", default="ALL_CPUS", show_default=True, help="GDAL threads for compression.")
+@overwrite_opt
+@click.option("--dry-run", is_flag=True, help="Print the plan (window, tiles, sizes) and write nothing.")
+@json_opt
+@click.pass_context
+def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
+            bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, batch_size, scale,
+            tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
+            overwrite, dry_run, as_json):
+    """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
+
+    INPUT is a raster GDAL can open (GeoTIFF, VRT, SAFE/JP2), or one file per band (B02.tif B03.tif B04.tif
+    B08.tif). Several scenes need --output-dir; '-' reads the input list from stdin.
+
+    Exit codes: 0 ok, 1 error, 2 usage error, 3 some inputs of a batch failed (the others were written).
+    """
+    from rssr_cli.aoi import parse_bbox
+    from rssr_cli.errors import RssrError, UsageError
+    from rssr_cli.pipeline import MethodOptions, UpscaleOptions, default_output, plan_upscale
+    from rssr_cli.pipeline import upscale as run_upscale
+    from rssr_cli.pipeline import _make_upsampler
+
+    verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
+    paths = list(inputs)
+    if paths == ["-"]:
+        paths = _read_list("-")
+    if from_list:
+        paths += _read_list(from_list)
+    if not paths:
+        raise click.UsageError("no INPUT given (pass paths, '-' or --from FILE)")
+    scenes = group_inputs(paths, separate)
+    if len(scenes) > 1 and output:
+        raise click.UsageError("-o/--output names one file; use --output-dir for several scenes")
+    if output_dir and not Path(output_dir).is_dir():
+        raise click.UsageError(f"--output-dir {output_dir} is not an existing folder")
+
+    options = UpscaleOptions(
+        method=MethodOptions(method=method, weights=weights, device=device, steps=steps, start=start, eta=eta,
+                             seed=seed, samples=samples, consistency=consistency, batch_size=batch_size,
+                             scale=Fraction(scale).limit_denominator(1000) if scale else None),
+        bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
+        bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,
+        blocksize=blocksize, creation_options=dict(creation_options), overview_resampling=overview_resampling,
+        threads=threads, gdal_config=dict(gdal_config), overwrite=overwrite)
+    if scale and method != "bicubic":
+        raise UsageError("--scale applies to --method bicubic; the diffusion model works at its trained scale")
+
+    upsampler = _make_upsampler(options)  # once: a batch reuses the loaded model
+    failures = 0
+    for scene in scenes:
+        out = Path(output) if output else default_output(scene[0], output_dir)
+        record = {"input": scene[0] if len(scene) == 1 else list(scene), "output": str(out)}
+        try:
+            if dry_run:
+                plan = plan_upscale(scene, out, options, upsampler=upsampler)
+                record = {**plan.to_dict(), "status": "planned", "error": None}
+                if not as_json:
+                    _print_plan(record)
+            else:
+                with tile_progress(enabled=verbosity >= 0 and sys.stderr.isatty(), label=Path(scene[0]).name) as cb:
+                    result = run_upscale(scene, out, options, upsampler=upsampler, progress=cb)
+                record = result.to_dict()
+                if verbosity >= 0:
+                    c, h, w = record["shape"]
+                    click.echo(f"wrote {out} ({c} bands, {w} x {h} px, {record['tiles']} tiles, "
+                               f"{record['seconds']:.1f} s)", err=True)
+        except RssrError as exc:
+            if len(scenes) == 1 and not as_json:
+                raise
+            failures += 1
+            record.update({"status": "error", "error": str(exc)})
+            if not as_json or verbosity >= 0:
+                click.echo(f"Error: {scene[0]}: {exc}", err=True)
+            if len(scenes) == 1:
+                click.echo(json.dumps(record))
+                ctx.exit(exc.exit_code)
+        if as_json:
+            click.echo(json.dumps(record))
+    if failures:
+        ctx.exit(1 if failures == len(scenes) else EXIT_PARTIAL)
+
+
+def _print_plan(record: dict) -> None:
+    c, h, w = record["shape"]
+    win = record["lr_window"]
+    lines = [
+        f"input:    {record['input']}",
+        f"output:   {record['output']}",
+        f"crs:      {record['crs']}",
+        f"window:   LR cols {win['col_off']}..{win['col_off'] + win['width']}, "
+        f"rows {win['row_off']}..{win['row_off'] + win['height']} ({win['width']} x {win['height']} px)",
+        f"output:   {w} x {h} px x {c} bands {record['dtype']}, pixel {record['resolution'][0]:.6g}, "
+        f"scale {record['scale']:g}",
+        f"bounds:   {', '.join(f'{v:.6f}' for v in record['bounds'])}",
+        f"tiles:    {record['tiles']}",
+        f"size:     {_human(record['output_bytes'])} uncompressed; scratch disk needed "
+        f"{_human(record['scratch_bytes'])}",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)

@@ -1,0 +1,42 @@
+"""A scene described as data (``rssr info``): what rssr will read and what it would write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from rasterio.warp import transform_bounds
+
+from rssr_cli.methods import DEFAULT_BANDS, DEFAULT_SCALE
+from rssr_cli.scene import open_scene
+
+
+def scene_info(paths: Sequence[str], *, bidx: Sequence[int] | None = None, nodata: float | None = None,
+               offset: float | None = None, weights: str | None = None) -> dict[str, Any]:
+    scale, bands = DEFAULT_SCALE, DEFAULT_BANDS
+    if weights:
+        from rssr_cli.weights import read_config
+        from fractions import Fraction
+
+        config = read_config(weights)
+        scale = Fraction(str(config.get("scale", DEFAULT_SCALE)))
+        bands = tuple(config.get("bands", DEFAULT_BANDS))
+    with open_scene(paths, bidx=bidx, bands=bands, nodata=nodata, offset=offset) as scene:
+        grid = scene.grid
+        hr = grid.zoom(scale)
+        lonlat = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=21)
+        return {
+            "input": ", ".join(scene.paths),
+            "size": f"{grid.width} x {grid.height} px",
+            "dtype": scene.dtype,
+            "crs": grid.crs.to_string(),
+            "resolution": f"{grid.res[0]:.6g} x {grid.res[1]:.6g}",
+            "bounds": ", ".join(f"{v:.6f}" for v in grid.bounds),
+            "footprint (lon/lat)": ", ".join(f"{v:.6f}" for v in lonlat),
+            "nodata": f"{scene.nodata:g} ({scene.nodata_source})",
+            "bands": [{"name": b.name, "file": Path(scene.paths[b.file]).name, "bidx": b.bidx,
+                       "description": b.description, "scale": r.scale, "offset": r.offset,
+                       "radiometry": r.source} for b, r in zip(scene.bands, scene.radiometry)],
+            "output": f"{hr.width} x {hr.height} px x {len(bands)} bands at scale {float(scale):g} "
+                      f"(pixel {hr.res[0]:.6g}); {hr.width * hr.height * len(bands) * 2 / 2**20:.1f} MiB as uint16",
+        }
