@@ -1,0 +1,161 @@
+"""Grids for training pairs: metric working CRSs, footprints, and the HR grid exactly ``scale`` x finer than the LR.
+
+Why a metric CRS: the model maps 10 m to 0.8 m on the ground. EPSG:3857 pixel sizes are map units, ``1/cos(lat)``
+larger than ground metres (1.19 m map = 0.82 m ground at 46.5 N), and degrees are not lengths at all, so sources in
+those CRSs are resampled onto the local UTM zone before anything is cut.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import Resampling, reproject, transform_geom
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+#: A stand-in CRS for rasters without georeferencing (resampled by pixel size only: source and target share it, so
+#: the warp is a pure affine resampling). Never written to an output.
+LOCAL_CRS = CRS.from_epsg(32631)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid as a value: shape, transform, CRS."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS
+
+    @property
+    def res(self) -> float:
+        return abs(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width)
+        ys = (t.f, t.f + t.e * self.height)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def window(self, row: int, col: int, height: int, width: int) -> "Grid":
+        return Grid(width, height, self.transform @ Affine.translation(col, row), self.crs)
+
+    def zoom(self, scale: Fraction) -> "Grid":
+        """The grid ``scale`` x finer over the same area; edges coincide because sizes are multiples of the
+        scale's denominator."""
+        w = Fraction(self.width) * scale
+        h = Fraction(self.height) * scale
+        if w.denominator != 1 or h.denominator != 1:
+            raise ValueError(f"grid {self.width}x{self.height} times {scale} is not whole")
+        return Grid(int(w), int(h), self.transform @ Affine.scale(1 / float(scale)), self.crs)
+
+    def shifted(self, dy: float, dx: float) -> "Grid":
+        """The same grid moved by (dy, dx) of its own pixels (row, column directions)."""
+        return Grid(self.width, self.height, self.transform @ Affine.translation(dx, dy), self.crs)
+
+
+def is_metric(crs: CRS | None) -> bool:
+    """Projected, in metres, and not a Mercator (whose map units are not ground metres away from the equator)."""
+    if crs is None or not crs.is_projected:
+        return False
+    if (crs.linear_units or "").lower() not in ("metre", "meter", "m"):
+        return False
+    import pyproj
+
+    method = pyproj.CRS.from_wkt(crs.to_wkt()).coordinate_operation
+    name = (method.method_name if method is not None else "").lower()
+    return not ("mercator" in name and "transverse" not in name)
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS 84 UTM zone of a point."""
+    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def footprint(ds: rasterio.io.DatasetReader) -> BaseGeometry:
+    """The raster's outline in lon/lat (densified, so that curved edges after reprojection stay accurate)."""
+    return _densified(ds.crs, box(*ds.bounds))
+
+
+def _densified(crs: CRS, outline: BaseGeometry, points: int = 16) -> BaseGeometry:
+    from shapely.geometry import Polygon
+
+    minx, miny, maxx, maxy = outline.bounds
+    t = np.linspace(0.0, 1.0, points, endpoint=False)
+    xs = np.concatenate([minx + (maxx - minx) * t, np.full(points, maxx), maxx - (maxx - minx) * t,
+                         np.full(points, minx)])
+    ys = np.concatenate([np.full(points, maxy), maxy - (maxy - miny) * t, np.full(points, miny),
+                         miny + (maxy - miny) * t])
+    geom = transform_geom(crs, "EPSG:4326", mapping(Polygon(zip(xs, ys))))
+    return shape(geom)
+
+
+def to_crs(geom: BaseGeometry, crs: CRS) -> BaseGeometry:
+    """A lon/lat geometry in ``crs``."""
+    return shape(transform_geom("EPSG:4326", crs, mapping(geom)))
+
+
+def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, res: float, multiple: int) -> Grid | None:
+    """The largest grid of ``res`` pixels inside ``bounds`` whose corner lies on multiples of ``res`` and whose
+    sizes are multiples of ``multiple``; None if it would be empty."""
+    minx, miny, maxx, maxy = bounds
+    left = math.ceil(minx / res - 1e-9) * res
+    top = math.floor(maxy / res + 1e-9) * res
+    width = int(math.floor((maxx - left) / res + 1e-9))
+    height = int(math.floor((top - miny) / res + 1e-9))
+    width -= width % multiple
+    height -= height % multiple
+    if width <= 0 or height <= 0:
+        return None
+    return Grid(width, height, Affine(res, 0, left, 0, -res, top), crs)
+
+
+def ground_pixel_size(ds: rasterio.io.DatasetReader, crs: CRS) -> float:
+    """The source's mean pixel size on the ground, in ``crs`` units (metres for a metric CRS)."""
+    poly = to_crs(_densified(ds.crs, box(*ds.bounds)), crs)
+    return math.sqrt(poly.area / (ds.width * ds.height))
+
+
+def warp_average(
+    data: np.ndarray,
+    valid: np.ndarray,
+    src_transform: Affine,
+    src_crs: CRS,
+    dst: Grid,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Area-average ``data`` (C, h, w) float32 onto ``dst``; returns (values, valid fraction).
+
+    Invalid source pixels do not contribute to the average (NaN nodata); the fraction of each target pixel covered
+    by valid source pixels is warped alongside so that callers can demand fully valid pixels.
+    """
+    src = np.where(valid[None], data, np.nan).astype(np.float32)
+    out = np.full((data.shape[0], dst.height, dst.width), np.nan, dtype=np.float32)
+    reproject(src, out, src_transform=src_transform, src_crs=src_crs, dst_transform=dst.transform,
+              dst_crs=dst.crs, resampling=Resampling.average, src_nodata=np.nan, dst_nodata=np.nan)
+    frac = np.zeros((1, dst.height, dst.width), dtype=np.float32)
+    reproject(valid[None].astype(np.float32), frac, src_transform=src_transform, src_crs=src_crs,
+              dst_transform=dst.transform, dst_crs=dst.crs, resampling=Resampling.average, src_nodata=None,
+              dst_nodata=None, init_dest_nodata=False)
+    frac = frac[0]
+    frac[~np.isfinite(out).all(axis=0)] = 0.0
+    return out, frac
+
+
+def warp_bilinear(data: np.ndarray, valid: np.ndarray, src_transform: Affine, src_crs: CRS,
+                  dst: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Resample an LR source at (about) its own resolution onto ``dst`` (used only when the LR is not in a metric
+    CRS); a target pixel is valid when its value comes from valid pixels only."""
+    src = np.where(valid[None], data, np.nan).astype(np.float32)
+    out = np.full((data.shape[0], dst.height, dst.width), np.nan, dtype=np.float32)
+    reproject(src, out, src_transform=src_transform, src_crs=src_crs, dst_transform=dst.transform,
+              dst_crs=dst.crs, resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
+    ok = np.isfinite(out).all(axis=0)
+    return out, ok.astype(np.float32)
