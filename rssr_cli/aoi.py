@@ -23,7 +23,7 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
-from rssr_cli.errors import AOIError
+from rssr_cli.errors import AOIError, UsageError
 from rssr_cli.scene import Grid
 
 #: Densify AOI edges to this many points per edge before reprojecting.
@@ -43,12 +43,12 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     try:
         values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
     except ValueError:
-        raise AOIError(f"--bbox {text!r}: expected four numbers xmin,ymin,xmax,ymax") from None
+        raise UsageError(f"--bbox {text!r}: expected four numbers xmin,ymin,xmax,ymax") from None
     if len(values) != 4:
-        raise AOIError(f"--bbox {text!r}: expected four numbers xmin,ymin,xmax,ymax, got {len(values)}")
+        raise UsageError(f"--bbox {text!r}: expected four numbers xmin,ymin,xmax,ymax, got {len(values)}")
     xmin, ymin, xmax, ymax = values
     if not (xmin < xmax and ymin < ymax):
-        raise AOIError(f"--bbox {text!r}: xmin must be < xmax and ymin < ymax")
+        raise UsageError(f"--bbox {text!r}: xmin must be < xmax and ymin < ymax")
     return xmin, ymin, xmax, ymax
 
 
@@ -59,7 +59,7 @@ def parse_crs(text: str | None, scene_crs) -> ProjCRS:
     try:
         return ProjCRS.from_user_input(text)
     except CRSError:
-        raise AOIError(f"--bbox-crs {text!r} is not a CRS pyproj knows (try EPSG:4326, EPSG:32632 or 'scene')") \
+        raise UsageError(f"--bbox-crs {text!r} is not a CRS pyproj knows (try EPSG:4326, EPSG:32632 or 'scene')") \
             from None
 
 

@@ -76,16 +76,16 @@ class Grid:
     def window(self, window: Window) -> "Grid":
         """The grid of a window of this grid (the window may extend beyond it)."""
         return Grid(int(window.width), int(window.height),
-                    self.transform * Affine.translation(window.col_off, window.row_off), self.crs)
+                    self.transform @ Affine.translation(window.col_off, window.row_off), self.crs)
 
     def zoom(self, scale: Fraction) -> "Grid":
         """The grid ``scale`` times finer over the same origin; sizes round up so nothing at the edge is lost."""
         return Grid(math.ceil(self.width * scale), math.ceil(self.height * scale),
-                    self.transform * Affine.scale(1 / float(scale)), self.crs)
+                    self.transform @ Affine.scale(1 / float(scale)), self.crs)
 
 
 def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
-    xs, ys = zip(*(transform * corner for corner in ((0, 0), (width, 0), (0, height), (width, height))))
+    xs, ys = zip(*(transform @ corner for corner in ((0, 0), (width, 0), (0, height), (width, height))))
     return (min(xs), min(ys), max(xs), max(ys))
 
 
@@ -149,9 +149,12 @@ class Scene:
         valid = np.ones((inner.height, inner.width), dtype=bool)
         for i, band in enumerate(self.bands):
             ds = self._datasets[band.file]
-            dn = ds.read(band.bidx, window=inner)
-            if self._use_file_masks:
-                valid &= ds.read_masks(band.bidx, window=inner) > 0
+            try:
+                dn = ds.read(band.bidx, window=inner)
+                if self._use_file_masks:
+                    valid &= ds.read_masks(band.bidx, window=inner) > 0
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputError(f"cannot read {self.paths[band.file]}: {str(exc).splitlines()[0]}") from None
             if self.nodata is not None:
                 valid &= ~(np.isnan(dn) if math.isnan(self.nodata) else dn == self.nodata)
             if dn.dtype.kind == "f":

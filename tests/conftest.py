@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+DATA = Path(__file__).parent / "data"
+BOADELLA = DATA / "boadella_l2a_4326.tif"  # 12 bands, int16, EPSG:4326, no descriptions: -b 2,3,4,8
+AWS_BANDS = [DATA / "aws_29RKH" / f"{b}.tif" for b in ("B02", "B03", "B04", "B08")]  # uint16, UTM 29N, nodata 0
+NOCRS = DATA / "nocrs.tif"
+
+
+def write_raster(path: Path, data: np.ndarray, *, crs="EPSG:32632", transform=None, nodata=None,
+                 descriptions=None, scales=None, offsets=None) -> Path:
+    """A small GeoTIFF for tests (data (C, H, W))."""
+    transform = transform or Affine(10.0, 0, 500000.0, 0, -10.0, 5200000.0)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+        if descriptions:
+            dst.descriptions = tuple(descriptions)
+        if scales:
+            dst.scales = tuple(scales)
+        if offsets:
+            dst.offsets = tuple(offsets)
+    return path
+
+
+@pytest.fixture
+def utm_scene(tmp_path) -> Path:
+    """Real Boadella pixels (B02, B03, B04, B08 DNs) on a 10 m UTM 32N grid, with band descriptions."""
+    with rasterio.open(BOADELLA) as src:
+        data = np.maximum(src.read([2, 3, 4, 8]), 1).astype(np.uint16)  # a few NIR pixels are 0 (= nodata) there
+    return write_raster(tmp_path / "utm.tif", data, descriptions=["B02", "B03", "B04", "B08"], nodata=0)
+
+
+@pytest.fixture
+def aws_bands(tmp_path) -> list[Path]:
+    out = []
+    for src in AWS_BANDS:
+        dst = tmp_path / src.name
+        shutil.copy(src, dst)
+        out.append(dst)
+    return out

@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from conftest import AWS_BANDS, BOADELLA, NOCRS, write_raster
+from rssr_cli.errors import InputError
+from rssr_cli.scene import open_scene
+
+
+def test_multiband_needs_bidx_without_descriptions():
+    with pytest.raises(InputError, match="-b/--bidx"):
+        open_scene(BOADELLA)
+    with open_scene(BOADELLA, bidx=[2, 3, 4, 8]) as scene:
+        assert [b.bidx for b in scene.bands] == [2, 3, 4, 8]
+        assert scene.dtype == "int16"
+        assert scene.grid.crs.to_epsg() == 4326
+
+
+def test_bands_identified_from_descriptions(tmp_path):
+    data = np.arange(5 * 4 * 4, dtype=np.uint16).reshape(5, 4, 4) + 1
+    path = write_raster(tmp_path / "d.tif", data, descriptions=["B08", "B04", "B03", "B02", "B11"])
+    with open_scene(path) as scene:
+        assert [(b.name, b.bidx) for b in scene.bands] == [("B02", 4), ("B03", 3), ("B04", 2), ("B08", 1)]
+
+
+def test_per_band_files_identified_by_name():
+    with open_scene(list(reversed(AWS_BANDS))) as scene:
+        assert [scene.paths[b.file].split("/")[-1] for b in scene.bands] == ["B02.tif", "B03.tif", "B04.tif",
+                                                                             "B08.tif"]
+        assert scene.nodata == 0 and scene.nodata_source == "file"
+
+
+def test_reflectance_from_dn_default_and_offset(utm_scene):
+    with rasterio.open(utm_scene) as src:
+        dn = src.read(1, window=Window(0, 0, 8, 8)).astype(np.float32)
+    with open_scene(utm_scene) as scene:
+        refl, valid = scene.read(Window(0, 0, 8, 8))
+        np.testing.assert_allclose(refl[0], dn / 10000, rtol=1e-6)
+        assert valid.all()
+    with open_scene(utm_scene, offset=-1000) as scene:
+        refl, _ = scene.read(Window(0, 0, 8, 8))
+        np.testing.assert_allclose(refl[0], (dn - 1000) / 10000, rtol=1e-5, atol=1e-7)
+        assert scene.radiometry[0].source == "--offset"
+
+
+def test_metadata_scale_offset_is_used(tmp_path):
+    data = np.full((4, 6, 6), 2000, dtype=np.uint16)
+    path = write_raster(tmp_path / "m.tif", data, scales=[1e-4] * 4, offsets=[-0.1] * 4)
+    with open_scene(path) as scene:
+        refl, _ = scene.read(Window(0, 0, 6, 6))
+        np.testing.assert_allclose(refl, 0.1, atol=1e-6)
+        assert scene.radiometry[0].source == "metadata"
+
+
+def test_float_input_is_reflectance_with_nan_nodata(tmp_path):
+    data = np.full((4, 6, 6), 0.25, dtype=np.float32)
+    data[:, 0, 0] = np.nan
+    path = write_raster(tmp_path / "f.tif", data)
+    with open_scene(path) as scene:
+        refl, valid = scene.read(Window(0, 0, 6, 6))
+        assert math.isnan(scene.nodata)
+        assert not valid[0, 0] and valid.sum() == 35
+        np.testing.assert_allclose(refl, 0.25)  # nodata filled, no NaN reaches a model
+
+
+def test_nodata_is_invalid_and_outside_is_reflected(utm_scene, tmp_path):
+    with rasterio.open(utm_scene) as src:
+        data = src.read()
+    data[:, :4, :4] = 0
+    path = write_raster(tmp_path / "nd.tif", data, nodata=0, descriptions=["B02", "B03", "B04", "B08"])
+    with open_scene(path) as scene:
+        refl, valid = scene.read(Window(-2, -2, 10, 10))
+        assert refl.shape == (4, 10, 10)
+        assert not valid[:6, :6].any() and valid[6:, 6:].all()
+        assert np.isfinite(refl).all()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda tmp: NOCRS, "not georeferenced"),
+    (lambda tmp: write_raster(tmp / "two.tif", np.ones((2, 4, 4), np.uint16)), "rssr needs 4"),
+    (lambda tmp: ((tmp / "bad.tif").write_bytes(b"II*\x00garbage" * 10), tmp / "bad.tif")[1], "cannot open"),
+    (lambda tmp: tmp / "missing.tif", "cannot open"),
+])
+def test_bad_inputs(tmp_path, make, match):
+    with pytest.raises(InputError, match=match):
+        open_scene(make(tmp_path))
+
+
+def test_truncated_file_is_refused(tmp_path):
+    blob = BOADELLA.read_bytes()
+    path = tmp_path / "truncated.tif"
+    path.write_bytes(blob[: len(blob) // 3])
+    with pytest.raises(InputError):
+        with open_scene(path, bidx=[2, 3, 4, 8]) as scene:
+            scene.read(Window(0, 0, scene.grid.width, scene.grid.height))
+
+
+def test_bands_on_different_grids_are_refused(tmp_path):
+    a = write_raster(tmp_path / "B02.tif", np.ones((1, 4, 4), np.uint16))
+    b = write_raster(tmp_path / "B03.tif", np.ones((1, 5, 4), np.uint16))
+    with pytest.raises(InputError, match="same grid"):
+        open_scene([a, b, a, a])
