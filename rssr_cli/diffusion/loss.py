@@ -1,0 +1,48 @@
+"""The training loss the ``rssr train`` command minimises."""
+
+from __future__ import annotations
+
+import torch
+
+from rssr_cli.diffusion.schedule import NoiseSchedule
+from rssr_cli.model import SRModel
+
+__all__ = ["diffusion_loss"]
+
+
+def diffusion_loss(
+    model: SRModel,
+    schedule: NoiseSchedule,
+    hr: torch.Tensor,
+    lr_up: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The denoising loss for one batch of pairs, a scalar.
+
+    ``hr``: (N, C, H, W) HR reflectance; ``lr_up``: its LR (e.g. ``degrade(hr)``) upsampled onto the HR grid
+    (``rssr_cli.degrade.upsample``), reflectance. ``generator`` lives on their device and draws t ~ U{0, …, T−1} and
+    ε ~ N(0, I). ``mask`` (N, 1 or C, H, W), 1 for valid pixels, leaves nodata out of the mean.
+
+    x0 = the normalised residual, x_t = q_sample(x0, t, ε), and the target is what ``model.config.prediction`` names
+    (x0, v or ε); the distance is ``model.config.loss`` (L1 or L2), averaged over valid pixels.
+    """
+    config = model.config
+    x0 = model.to_residual(hr, lr_up)
+    n = hr.shape[0]
+    t = torch.randint(0, schedule.timesteps, (n,), generator=generator, device=hr.device)
+    noise = torch.randn(x0.shape, generator=generator, device=hr.device, dtype=x0.dtype)
+    x_t = schedule.q_sample(x0, t, noise)
+    output = model(x_t, t, lr_up).float()
+    if config.prediction == "x0":
+        target = x0
+    elif config.prediction == "v":
+        target = schedule.velocity(x0, t, noise)
+    else:
+        target = noise
+    error = (output - target).abs() if config.loss == "l1" else (output - target).pow(2)
+    if mask is None:
+        return error.mean()
+    weights = mask.to(error.dtype).expand_as(error)
+    return (error * weights).sum() / weights.sum().clamp_min(1.0)

@@ -1,0 +1,157 @@
+"""The diffusion SR network: prior feature extractor + conditional UNet, on the LR upsampled to the HR grid.
+
+Public names: :class:`ModelConfig` (and its sections), :func:`build_model`, :class:`SRModel`,
+:class:`PriorExtractor`, :class:`ConditionalUNet`, :func:`receptive_field`, :func:`flops_per_pixel`.
+
+What the network predicts (``config.prediction``, default ``"x0"``): the diffusion variable is the *normalised
+residual* x0 = (HR − upsample(LR)) / residual_std (SRDiff's formulation: the network only has to add what bicubic
+lacks, and "residual 0" is exactly the upsampled LR, which the LR-start sampler noises). The network predicts x0
+itself rather than the noise ε because:
+
+- the LR-start sampler runs few (4–15) steps from an intermediate t0; each step's estimate of x0 *is* the SR result, and
+  an x0 head gives it directly, without the 1/sqrt(ᾱ_t) amplification of ε errors that makes ε-prediction unstable at
+  high noise and short schedules;
+- the training loss is then an L1 reconstruction loss on the residual in (normalised) reflectance, which is what users
+  judge, and L1 keeps edges sharper than L2;
+- the consistency projection acts on an x0 estimate, so the two compose without conversions.
+
+``"v"`` (Salimans & Ho 2022) and ``"eps"`` are supported through the same schedule helpers for experiments.
+
+Measured cost of the default config (``python -m rssr_cli.model`` prints it): see docs/model.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rssr_cli.model.config import (
+    ARCHITECTURE,
+    ArchConfig,
+    ModelConfig,
+    Normalization,
+    Prediction,
+    SamplerConfig,
+    ScheduleConfig,
+)
+from rssr_cli.model.prior import PriorExtractor
+from rssr_cli.model.unet import ConditionalUNet
+
+__all__ = [
+    "ARCHITECTURE",
+    "ArchConfig",
+    "ConditionalUNet",
+    "ModelConfig",
+    "Normalization",
+    "Prediction",
+    "PriorExtractor",
+    "SRModel",
+    "SamplerConfig",
+    "ScheduleConfig",
+    "build_model",
+    "flops_per_pixel",
+    "receptive_field",
+]
+
+
+class SRModel(nn.Module):
+    """The network of one model: ``forward(x_t, t, lr_up) -> prediction`` (N, C, H, W), any H and W.
+
+    - ``x_t``: the noisy normalised residual at diffusion step ``t`` (see :meth:`to_residual`).
+    - ``t``: (N,) timestep indices in [0, T) (integer or float), or a scalar for the whole batch.
+    - ``lr_up``: the LR upsampled onto the HR grid, in **reflectance** (normalised inside, so callers never do it).
+    - ``priors``: optional output of :meth:`prior` for this ``lr_up``; the sampler computes it once per tile because it
+      does not depend on t.
+
+    Sizes are padded (edge replication) to a multiple of ``config.arch.downsampling`` and the output cropped back.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        norm = config.normalization
+        # Not persistent: they live in the config, and a state dict holds learnt tensors only.
+        self.register_buffer("band_mean", torch.tensor(norm.mean, dtype=torch.float32)[:, None, None], False)
+        self.register_buffer("band_std", torch.tensor(norm.std, dtype=torch.float32)[:, None, None], False)
+        self.register_buffer("residual_std", torch.tensor(norm.residual_std, dtype=torch.float32)[:, None, None],
+                             False)
+        self.prior_extractor = PriorExtractor(config.channels, config.arch.prior_widths, config.arch.prior_blocks)
+        self.unet = ConditionalUNet(config.channels, config.arch)
+
+    # --- spaces -----------------------------------------------------------------------------------------------------
+    def normalize(self, reflectance: torch.Tensor) -> torch.Tensor:
+        """Reflectance -> the conditioning space ``(x − mean) / std``."""
+        return (reflectance - self.band_mean) / self.band_std
+
+    def to_residual(self, hr: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
+        """The diffusion variable x0 for a training pair: ``(hr − lr_up) / residual_std``."""
+        return (hr - lr_up) / self.residual_std
+
+    def from_residual(self, x0: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_residual`: the HR reflectance estimate."""
+        return lr_up + x0 * self.residual_std
+
+    # --- network ----------------------------------------------------------------------------------------------------
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.config.arch.downsampling
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+    def prior(self, lr_up: torch.Tensor) -> list[torch.Tensor]:
+        """Prior features of the (padded) upsampled LR, one tensor per UNet level."""
+        return self.prior_extractor(self._pad(self.normalize(lr_up)))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int | float, lr_up: torch.Tensor,
+                priors: list[torch.Tensor] | None = None) -> torch.Tensor:
+        n, _, h, w = x_t.shape
+        if x_t.shape != lr_up.shape:
+            raise ValueError(f"x_t {tuple(x_t.shape)} and lr_up {tuple(lr_up.shape)} must have the same shape")
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(n)
+        cond = self._pad(self.normalize(lr_up))
+        if priors is None:
+            priors = self.prior_extractor(cond)
+        out = self.unet(self._pad(x_t), t, cond, priors)
+        return out[:, :, :h, :w]
+
+
+def build_model(config: ModelConfig) -> SRModel:
+    """A freshly initialised network for ``config`` (weights come from :func:`rssr_cli.weights.load_weights`)."""
+    return SRModel(config)
+
+
+def receptive_field(config: ModelConfig) -> int:
+    """An upper bound on how far (HR pixels, each side) an input pixel can influence an output pixel.
+
+    Every 3x3 conv at level k (resolution 1/2^(k+1)) reaches 2^(k+1) HR pixels further; the bound sums the UNet path
+    (down, up) and the longest prior path, plus the pixel-(un)shuffles and nearest upsampling. Tiles need about this
+    much context to be rendered like the whole image; the effective field is much smaller.
+    """
+    arch = config.arch
+    f = [2 ** (k + 1) for k in range(len(arch.widths))]
+    unet = 1 + f[0] + f[0] + 1  # unshuffle, stem, out conv, shuffle
+    for k in range(len(f)):
+        unet += 2 * 2 * arch.blocks[k] * f[k]  # down and up blocks, two convs each
+        if k < len(f) - 1:
+            unet += f[k] + f[k] + f[k + 1] // 2  # stride-2 conv, upsample conv, nearest upsampling
+    prior = 1 + f[0]
+    for k in range(len(f)):
+        prior += 2 * arch.prior_blocks[k] * f[k] + (f[k - 1] if k else 0)
+    return unet + prior
+
+
+def flops_per_pixel(config: ModelConfig, size: int = 128) -> float:
+    """FLOPs per output HR pixel of one network evaluation (prior included), counted by torch.utils.flop_counter on
+    a (1, C, size, size) input. Convolutions and matmuls only (what the counter counts); elementwise ops add a few %."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(config).eval()
+    c = config.channels
+    x = torch.zeros(1, c, size, size)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x, torch.zeros(1), x)
+    return counter.get_total_flops() / (size * size)

@@ -1,0 +1,119 @@
+"""The network: shapes at any scale, cost budget, config round-trip, receptive field, tile independence."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+import torch
+
+from rssr_cli.degrade import upsample
+from rssr_cli.model import ArchConfig, ModelConfig, SRModel, build_model, flops_per_pixel, receptive_field
+
+
+def random_tiny_model(seed: int = 0, **overrides: object) -> SRModel:
+    """A tiny model with every parameter random (the real initialisation zeroes output layers, which would hide
+    bugs: a zero network ignores its inputs)."""
+    model = build_model(ModelConfig.tiny(**overrides))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.mark.parametrize("scale, lr_size", [(Fraction(4), (5, 7)), (Fraction(10), (3, 4)),
+                                            (Fraction(25, 2), (6, 4))])
+def test_shapes_for_scales(scale: Fraction, lr_size: tuple[int, int]) -> None:
+    """The same network runs on the HR grid of any scale, for sizes that are not multiples of its downsampling."""
+    model = random_tiny_model(scale=scale)
+    lr = torch.rand(2, 4, *lr_size) * 0.3
+    lr_up = upsample(lr, scale)
+    assert lr_up.shape[-2:] == (int(lr_size[0] * scale), int(lr_size[1] * scale))
+    x_t = torch.randn_like(lr_up)
+    with torch.no_grad():
+        out = model(x_t, torch.tensor([3, 40]), lr_up)
+    assert out.shape == lr_up.shape
+    assert torch.isfinite(out).all()
+
+
+def test_default_cost_budget() -> None:
+    """The issue's budget: <= 500 kFLOP per output pixel per evaluation (we aim at <= 250) and <= 20 MB of weights."""
+    config = ModelConfig()
+    flops = flops_per_pixel(config, size=64)
+    params = sum(p.numel() for p in build_model(config).parameters())
+    assert 100e3 <= flops <= 250e3, flops
+    assert params * 4 <= 20e6, params
+    # Documented in docs/model.md; a change of architecture must update it.
+    assert round(flops / 1e3) == 136
+    assert params == 2_292_800
+
+
+def test_config_round_trip_and_validation() -> None:
+    config = ModelConfig(scale=Fraction(10), prediction="v")
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["scale"] == "10"
+    assert ModelConfig.from_dict(d) == config
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).scale == Fraction(25, 2)
+    with pytest.raises(ValueError, match="unknown field"):
+        ModelConfig.from_dict({**d, "colour": "red"})
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig.from_dict({**d, "prediction": "noise"})
+    with pytest.raises(ValueError, match="bands"):
+        ModelConfig.from_dict({**d, "bands": ["B02", "B03"]})
+    with pytest.raises(ValueError, match="one entry per level"):
+        ArchConfig(widths=(8, 16), blocks=(1,))
+
+
+def test_receptive_field_bounds_the_gradient_support() -> None:
+    """No input pixel farther than receptive_field() from an output pixel can change it; nearby ones do."""
+    model = random_tiny_model(seed=1)
+    rf = receptive_field(model.config)
+    size = 2 * rf + 24
+    x = torch.randn(1, 4, size, size, requires_grad=True)
+    lr_up = (0.1 + 0.05 * torch.randn(1, 4, size, size)).requires_grad_(True)
+    c = size // 2
+    model(x, torch.tensor([10]), lr_up)[0, :, c, c].sum().backward()
+    for grad in (x.grad, lr_up.grad):
+        support = grad.abs().sum(dim=(0, 1)).nonzero()
+        reach = (support - c).abs().max().item()
+        assert 8 < reach <= rf, (reach, rf)
+
+
+def test_output_is_independent_of_the_tile_extent() -> None:
+    """Per-pixel norms only: a tile and a larger tile containing it agree away from their borders, when the tile
+    offset is a multiple of the network's downsampling (seams come only from borders, not from tile statistics)."""
+    model = random_tiny_model(seed=2)
+    rf = receptive_field(model.config)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 200, 200, generator=g)
+    lr_up = 0.1 + 0.05 * torch.randn(1, 4, 200, 200, generator=g)
+    shift = 4 * model.config.arch.downsampling
+    with torch.no_grad():
+        big = model(x, torch.tensor([20]), lr_up)
+        small = model(x[..., shift:, shift:], torch.tensor([20]), lr_up[..., shift:, shift:])
+    inner = slice(shift + rf, 200 - rf)
+    inner_small = slice(rf, 200 - shift - rf)
+    torch.testing.assert_close(big[..., inner, inner], small[..., inner_small, inner_small], atol=1e-4, rtol=1e-4)
+
+
+def test_prior_features_condition_the_output() -> None:
+    model = random_tiny_model(seed=3)
+    x = torch.randn(1, 4, 32, 32)
+    lr_up = 0.1 + 0.05 * torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        priors = model.prior(lr_up)
+        assert [p.shape[-1] for p in priors] == [16, 8]
+        with_prior = model(x, torch.tensor([5]), lr_up, priors=priors)
+        zero_prior = model(x, torch.tensor([5]), lr_up, priors=[torch.zeros_like(p) for p in priors])
+        assert torch.equal(with_prior, model(x, torch.tensor([5]), lr_up))
+    assert (with_prior - zero_prior).abs().mean() > 1e-3
+
+
+def test_fresh_model_predicts_zero_residual() -> None:
+    """Initialisation: a zero x0 head, i.e. 'the upsampled LR', the safest untrained output."""
+    model = build_model(ModelConfig.tiny())
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.count_nonzero(model(x, torch.tensor([5]), x)) == 0
