@@ -1,0 +1,189 @@
+"""DiffusionUpsampler as the pipeline sees it: the TileUpsampler contract, consistency, samples, seeds, tiling."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rssr_cli.degrade import downsample, upsample
+from rssr_cli.diffusion import lr_start_sample, tile_noise
+from rssr_cli.diffusion_method import DiffusionUpsampler, resolve_device
+from rssr_cli.errors import UsageError, WeightsError
+from rssr_cli.methods import TileResult, TileUpsampler, create_upsampler
+from rssr_cli.model import ModelConfig, build_model, receptive_field
+from rssr_cli.weights import save_weights
+
+
+def _weights(directory: Path, seed: int = 0, **overrides: object) -> Path:
+    """A tiny, randomly initialised (untrained) model on disk; every parameter random so that outputs depend on the
+    noise and the input."""
+    model = build_model(ModelConfig.tiny(**overrides))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    name = f"tiny-{seed}-{len(list(directory.iterdir()))}.safetensors"
+    return save_weights(directory / name, model, model.config, {"note": "random, untrained"})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _weights(tmp_path_factory.mktemp("weights"))
+
+
+def _lr(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, 4, 1, 1)) * 0.2 + 0.05
+    return (base + 0.05 * rng.standard_normal((n, 4, h, w))).astype(np.float32)
+
+
+@pytest.mark.parametrize("scale, size", [(Fraction(4), 5), (Fraction(10), 3), (Fraction(25, 2), 4)])
+def test_contract_and_shapes(tmp_path: Path, scale: Fraction, size: int) -> None:
+    up = create_upsampler("diffusion", weights=str(_weights(tmp_path, scale=scale)), device="cpu")
+    assert isinstance(up, TileUpsampler)
+    assert up.name == "diffusion" and up.scale == scale and up.bands == ("B02", "B03", "B04", "B08")
+    assert up.context % scale.denominator == 0
+    assert up.context * scale >= receptive_field(up.config)
+    result = up.upscale_tiles(_lr(2, size * 2, size * 2), [(0, 0), (-40, 100)])
+    assert isinstance(result, TileResult) and result.std is None
+    hr = int(size * 2 * scale)
+    assert result.mean.shape == (2, 4, hr, hr) and result.mean.dtype == np.float32
+    assert np.isfinite(result.mean).all()
+
+
+def test_consistency_projection_is_exact(tiny: Path) -> None:
+    """downsample(output) == LR within 1e-4 reflectance when --consistency is on (the default), not when it is off."""
+    lr = _lr(2, 6, 8)
+    on = DiffusionUpsampler(tiny, device="cpu", eta=1.0)
+    assert on.consistency is True
+    mean = on.upscale_tiles(lr, [(0, 0), (75, 0)]).mean
+    assert np.abs(downsample(torch.from_numpy(mean), on.scale).numpy() - lr).max() < 1e-4
+    off = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency=False)
+    raw = off.upscale_tiles(lr, [(0, 0), (75, 0)]).mean
+    assert np.abs(downsample(torch.from_numpy(raw), off.scale).numpy() - lr).max() > 1e-3
+    # The correction is smooth (PSF-blurred LR footprints): it replaces low frequencies and leaves the detail.
+    correction = mean - raw
+    assert np.abs(correction - _smooth(correction)).mean() < 0.1 * np.abs(correction).mean()
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    """A 5x5 box blur, borders replicated."""
+    p = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
+    h, w = x.shape[-2:]
+    return sum(p[..., i:i + h, j:j + w] for i in range(5) for j in range(5)) / 25
+
+
+def test_samples_give_mean_and_std(tiny: Path) -> None:
+    """--samples N: the mean and the (n − 1) standard deviation of N draws, draw s using noise field 'sample s'."""
+    lr = _lr(1, 4, 6)
+    up = DiffusionUpsampler(tiny, device="cpu", samples=4, eta=1.0, consistency=False, seed=7)
+    result = up.upscale_tiles(lr, [(30, -20)])
+    assert result.std is not None and result.std.shape == result.mean.shape
+    lr_up = upsample(torch.from_numpy(lr), up.scale)
+    draws = []
+    with torch.no_grad():
+        for s in range(4):
+            x0 = lr_start_sample(up.model, up.schedule, lr_up, steps=up.steps, start=up.start, eta=1.0,
+                                 noise=lambda k, s=s: tile_noise(7, k, [(30, -20)], (4, 50, 75), sample=s))
+            draws.append(up.model.from_residual(x0, lr_up).numpy())
+    np.testing.assert_allclose(result.mean, np.mean(draws, axis=0), atol=1e-6)
+    np.testing.assert_allclose(result.std, np.std(draws, axis=0, ddof=1), atol=1e-5)
+    assert result.std.mean() > 1e-4
+
+
+def test_seeds_reproduce_and_differ(tiny: Path) -> None:
+    lr = _lr(1, 6, 6)
+    run = lambda seed: DiffusionUpsampler(tiny, device="cpu", seed=seed).upscale_tiles(lr, [(0, 0)]).mean  # noqa: E731
+    a, b, c = run(3), run(3), run(4)
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 1e-5
+    # The noise depends on where the tile is, not on the tile.
+    moved = DiffusionUpsampler(tiny, device="cpu", seed=3).upscale_tiles(lr, [(250, 0)]).mean
+    assert np.abs(a - moved).mean() > 1e-5
+
+
+def test_overlapping_tiles_agree(tmp_path: Path) -> None:
+    """Two tiles of different sizes over the same ground, read with the noise at their global origins, render the
+    shared pixels identically away from their borders: no seams to hide."""
+    scale = Fraction(4)
+    up = DiffusionUpsampler(_weights(tmp_path, seed=5, scale=scale), device="cpu", eta=1.0, consistency=False,
+                            steps=3)
+    lr = _lr(1, 84, 24, seed=2)
+    a = up.upscale_tiles(lr[:, :, :64], [(0, 0)]).mean              # LR rows 0-63: HR rows 0-255
+    b = up.upscale_tiles(lr[:, :, 16:], [(64, 0)]).mean             # LR rows 16-83: HR rows 64-335
+    margin = receptive_field(up.config) + 2 * int(scale)          # network field + bicubic support
+    rows = slice(64 + margin, 256 - margin)
+    assert rows.stop - rows.start >= 64
+    np.testing.assert_allclose(a[:, :, rows], b[:, :, rows.start - 64:rows.stop - 64], atol=1e-5)
+    # With a different seed the same region differs (the agreement is not because the noise does not matter).
+    c = DiffusionUpsampler(up.loaded, device="cpu", eta=1.0, consistency=False, steps=3, seed=1)
+    other = c.upscale_tiles(lr[:, :, :64], [(0, 0)]).mean
+    assert np.abs(other[:, :, rows] - a[:, :, rows]).mean() > 1e-5
+
+
+def test_batches_do_not_change_results(tiny: Path) -> None:
+    lr = _lr(3, 4, 4)
+    origins = [(0, 0), (50, 0), (0, 50)]
+    one = DiffusionUpsampler(tiny, device="cpu", batch_size=1).upscale_tiles(lr, origins).mean
+    three = DiffusionUpsampler(tiny, device="cpu", batch_size=3).upscale_tiles(lr, origins).mean
+    np.testing.assert_allclose(one, three, atol=1e-5)
+
+
+def test_options_defaults_and_provenance(tiny: Path) -> None:
+    up = DiffusionUpsampler(tiny, device="cpu")
+    sampler = up.config.sampler
+    assert (up.steps, up.start, up.eta, up.consistency) == (sampler.steps, sampler.start, sampler.eta, True)
+    tags = DiffusionUpsampler(tiny, device="cpu", steps=2, start=0.3, eta=0.5, seed=9, samples=2,
+                              consistency=False).provenance()
+    assert tags["RSSR_METHOD"] == "diffusion" and tags["RSSR_MODEL"].startswith(tiny.name + "@")
+    assert (tags["RSSR_STEPS"], tags["RSSR_START"], tags["RSSR_ETA"], tags["RSSR_SEED"], tags["RSSR_SAMPLES"],
+            tags["RSSR_CONSISTENCY"]) == ("2", "0.3", "0.5", "9", "2", "false")
+    assert all(isinstance(v, str) for v in tags.values())
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"steps": 0}, "--steps"),
+    ({"steps": 40, "start": 0.5}, "at most 25"),
+    ({"start": 0.0}, "--start"),
+    ({"start": 1.5}, "--start"),
+    ({"eta": -1.0}, "--eta"),
+    ({"samples": 0}, "--samples"),
+])
+def test_bad_options_are_usage_errors(tiny: Path, options: dict, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        DiffusionUpsampler(tiny, device="cpu", **options)
+
+
+def test_scale_mismatch_and_missing_weights(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="does not match the model's scale"):
+        create_upsampler("diffusion", weights=str(tiny), device="cpu", scale=Fraction(4))
+    monkeypatch.setenv("RSSR_WEIGHTS", str(tmp_path / "absent.safetensors"))
+    with pytest.raises(WeightsError, match="--method bicubic"):
+        create_upsampler("diffusion", device="cpu")
+
+
+def test_device_resolution(caplog: pytest.LogCaptureFixture) -> None:
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(UsageError, match="--device"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+        return
+    assert resolve_device("auto").type == "cpu"
+    with caplog.at_level(logging.WARNING, logger="rssr_cli.diffusion_method"):
+        assert resolve_device("cuda:1").type == "cpu"
+    assert any("falling back to the CPU" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_roughly(tiny: Path) -> None:
+    """bf16 autocast on CUDA: same noise field, close (not identical) results."""
+    lr = _lr(2, 8, 8)
+    cpu = DiffusionUpsampler(tiny, device="cpu").upscale_tiles(lr, [(0, 0), (100, 0)]).mean
+    gpu = DiffusionUpsampler(tiny, device="cuda").upscale_tiles(lr, [(0, 0), (100, 0)]).mean
+    assert np.abs(cpu - gpu).mean() < 0.01
