@@ -1,76 +1,118 @@
-"""Feathered blending of overlapping HR tiles in a rolling strip, so memory never scales with the scene height.
+"""Feathered blending of overlapping HR tiles with memory bounded by the overlap, not by the scene or the tile row.
 
-Tiles of one tile row are added with their weights into ``sum`` and ``weight`` buffers spanning the chunk's columns;
-once the next tile row starts below a row, that row can receive no more contributions and is handed out normalised
-(``sum / weight``) and dropped from the buffers.
+Tiles arrive one tile row at a time, left to right. Within a row, the columns left of the next tile's start can get
+no more contributions, so they are finished as soon as that tile is added; within those columns, the rows above the
+next tile row's start are final and are handed out at once, and the rows in the overlap with the next tile row are
+carried (weighted sums and weights) until that row adds its share. What is held at any time is one tile's worth of
+columns for the current row plus ``overlap x width`` rows of carry: no full-size (nor full-row) accumulator exists.
+
+Weights are supplied by the caller (cosine ramps from :mod:`rssr_cli.tiling`); the output is ``sum(w * tile) /
+sum(w)``. With several samples, standard deviations are blended as ``sqrt(sum(w * std²) / sum(w))``: exact inside a
+tile, a weighted mean of variances across seams.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 
 @dataclass
 class FinishedRows:
-    """Blended output rows ``[row0, row0 + data.shape[1])`` over columns ``[col0, col0 + data.shape[2])``."""
+    """A finished block of output: rows ``[row0, row0 + h)`` over columns ``[col0, col0 + w)``."""
 
     row0: int
     col0: int
-    data: np.ndarray  # (C, rows, cols) float32
+    data: np.ndarray  # (C, h, w) float32
     std: np.ndarray | None
 
 
-class StripBlender:
-    """Accumulates weighted tiles over output columns ``[col0, col1)``, holding at most ``capacity`` rows.
+class RowBlender:
+    """Blends tile rows over output columns ``[col0, col1)`` and hands finished blocks to ``emit``."""
 
-    The buffers are allocated once (capacity = one tile's HR height) and rows handed out are shifted away in place, so
-    memory is ``(2C + 1) x capacity x width`` floats however tall the scene.
-    """
-
-    def __init__(self, channels: int, col0: int, col1: int, capacity: int, *, with_std: bool = False) -> None:
+    def __init__(self, channels: int, col0: int, col1: int, emit: Callable[[FinishedRows], None], *,
+                 with_std: bool = False) -> None:
+        self.channels = channels
         self.col0, self.col1 = col0, col1
-        self.row0 = 0  # output row held in buffer row 0
-        self.held = 0  # rows touched so far
-        self.sum = np.zeros((channels, capacity, col1 - col0), dtype=np.float32)
-        self.weight = np.zeros((capacity, col1 - col0), dtype=np.float32)
-        # Uncertainty: variances blended with the same weights; exact inside tiles, a weighted mean across seams.
-        self.var = np.zeros_like(self.sum) if with_std else None
+        self.emit = emit
+        self.with_std = with_std
+        # Channel layout of the accumulators: C weighted means, C weighted variances (with std), then the weight.
+        self.depth = channels * (2 if with_std else 1) + 1
+        self.carry = np.zeros((self.depth, 0, col1 - col0), dtype=np.float32)
+        self.carry_top = 0
+        self.top = self.height = self.next_top = 0
+        self.work: np.ndarray | None = None
+        self.work_c0 = self.work_c1 = col0  # columns held in ``work``: [work_c0, work_c1)
 
-    def add(self, tile: np.ndarray, weight: np.ndarray, top: int, left: int, std: np.ndarray | None = None) -> None:
-        """Add ``tile`` (C, h, w) with ``weight`` (h, w) at output HR position (top, left); clipped to the columns."""
+    def start_row(self, top: int, height: int, next_top: int) -> None:
+        """Begin a tile row covering output rows ``[top, top + height)``; the next one starts at ``next_top``."""
+        if self.carry.shape[1] and self.carry_top != top:
+            raise ValueError("tile rows must follow each other: the carried overlap does not start at this row")
+        self.top, self.height, self.next_top = top, height, min(next_top, top + height)
+        self.new_carry = np.zeros((self.depth, top + height - self.next_top, self.col1 - self.col0), np.float32)
+        self.work = None
+        self.work_c0 = self.work_c1 = self.col0
+
+    def add(self, tile: np.ndarray, weight: np.ndarray, left: int, std: np.ndarray | None = None) -> None:
+        """Add a tile (C, height, w) with weights (height, w) whose first column is output column ``left``.
+
+        Tiles of a row must come in increasing ``left``; everything left of ``left`` is finished now.
+        """
         h, w = weight.shape
-        if top < self.row0 or top + h - self.row0 > self.weight.shape[0]:
-            raise ValueError("tile outside the rows this blender holds; take() finished rows first")
+        if h != self.height:
+            raise ValueError("tile height differs from the row's")
         c0, c1 = max(left, self.col0), min(left + w, self.col1)
         if c1 <= c0:
             return
-        rs = slice(top - self.row0, top - self.row0 + h)
-        bs, ts = slice(c0 - self.col0, c1 - self.col0), slice(c0 - left, c1 - left)
+        if self.work is None:
+            self.work = np.zeros((self.depth, h, w), np.float32)  # a row's tiles share one width: enough
+            self.work_c0 = self.work_c1 = c0
+        elif c0 < self.work_c0:
+            raise ValueError("tiles of a row must come left to right")
+        self._finish(self.work_c0, c0)
+        if c1 - self.work_c0 > self.work.shape[2]:
+            grown = np.zeros((self.depth, h, c1 - self.work_c0), np.float32)
+            grown[:, :, :self.work.shape[2]] = self.work
+            self.work = grown
+        self.work_c1 = max(self.work_c1, c1)
+        ts = slice(c0 - left, c1 - left)
+        bs = slice(c0 - self.work_c0, c1 - self.work_c0)
         wt = weight[:, ts]
-        self.sum[:, rs, bs] += tile[:, :, ts] * wt
-        self.weight[rs, bs] += wt
-        if self.var is not None and std is not None:
-            self.var[:, rs, bs] += std[:, :, ts] ** 2 * wt
-        self.held = max(self.held, top + h - self.row0)
+        c = self.channels
+        self.work[:c, :, bs] += tile[:, :, ts] * wt
+        if self.with_std and std is not None:
+            self.work[c:2 * c, :, bs] += std[:, :, ts] ** 2 * wt
+        self.work[-1, :, bs] += wt
 
-    def take(self, upto: int, cols: tuple[int, int] | None = None) -> FinishedRows | None:
-        """Hand out rows ``[row0, upto)`` normalised, restricted to output columns ``cols``, and drop them."""
-        n = min(upto - self.row0, self.held)
-        if n <= 0:
-            return None
-        c0, c1 = cols or (self.col0, self.col1)
-        bs = slice(c0 - self.col0, c1 - self.col0)
-        safe = np.where(self.weight[:n, bs] > 0, self.weight[:n, bs], np.float32(1))
-        data = self.sum[:, :n, bs] / safe
-        std = np.sqrt(self.var[:, :n, bs] / safe) if self.var is not None else None
-        out = FinishedRows(self.row0, c0, data, std)
-        for buf in (self.sum, self.weight[None], self.var):
-            if buf is not None:
-                rest = self.held - n
-                buf[:, :rest] = buf[:, n:self.held]
-                buf[:, rest:self.held] = 0
-        self.held -= n
-        self.row0 += n
-        return out
+    def finish_row(self) -> None:
+        """Finish the remaining columns of the row; the overlap with the next row becomes the carry."""
+        self._finish(self.work_c0, self.work_c1)
+        self.carry, self.carry_top = self.new_carry, self.next_top
+
+    def _finish(self, a: int, b: int) -> None:
+        """Columns ``[a, b)`` of the current row are complete: emit its final rows, carry the overlap rows."""
+        if b <= a or self.work is None:
+            return
+        block = self.work[:, :, a - self.work_c0:b - self.work_c0]
+        cs = slice(a - self.col0, b - self.col0)
+        n_carry = self.carry.shape[1]
+        block[:, :n_carry] += self.carry[:, :, cs]
+        final = self.next_top - self.top
+        self.new_carry[:, :, cs] = block[:, final:]
+        self.emit(self._normalise(block[:, :final], self.top, a))
+        # Drop the finished columns from the work buffer (in place, band by band to avoid a full-size temporary).
+        shift, held = b - self.work_c0, self.work_c1 - self.work_c0
+        for band in self.work:
+            band[:, :held - shift] = band[:, shift:held]
+            band[:, held - shift:held] = 0
+        self.work_c0 = b
+
+    def _normalise(self, block: np.ndarray, row0: int, col0: int) -> FinishedRows:
+        weight = block[-1]
+        safe = np.where(weight > 0, weight, np.float32(1))
+        c = self.channels
+        data = block[:c] / safe
+        std = np.sqrt(block[c:2 * c] / safe) if self.with_std else None
+        return FinishedRows(row0, col0, data, std)

@@ -25,7 +25,7 @@ from rasterio.windows import Window
 
 from rssr_cli import __version__
 from rssr_cli.aoi import AOI, bbox_aoi, geojson_aoi, parse_crs, snapped_window
-from rssr_cli.blend import FinishedRows, StripBlender
+from rssr_cli.blend import FinishedRows, RowBlender
 from rssr_cli.cog import check_output, describe, scratch_raster, temporary_path, translate_to_cog, write_rows
 from rssr_cli.errors import UsageError
 from rssr_cli.methods import TileUpsampler, create_upsampler
@@ -33,7 +33,7 @@ from rssr_cli.scene import Grid, Radiometry, Scene, open_scene
 from rssr_cli.tiling import DEFAULT_CHUNK_WIDTH, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TilePlan, plan_tiles
 
 #: GDAL's block cache: small and fixed, so memory does not grow with the output (GDAL's default is 5 % of RAM).
-GDAL_CACHEMAX_MB = 128
+GDAL_CACHEMAX_MB = 32
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -247,7 +247,8 @@ class _Encoding:
         info = np.iinfo(self.dtype)
         out = np.empty(reflectance.shape, dtype=self.dtype)
         for i, rad in enumerate(self.radiometry):
-            dn = np.clip(np.rint(rad.to_dn(reflectance[i])), info.min, info.max)
+            dn = rad.to_dn(reflectance[i])
+            np.clip(np.rint(dn, out=dn), info.min, info.max, out=dn)
             # A valid pixel must never read as nodata (e.g. DN 0 over dark water): nudge it one DN.
             dn[dn == self.nodata] += 1 if self.nodata < info.max else -1
             out[i] = dn
@@ -306,14 +307,30 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
             std_dst = stack.enter_context(scratch_raster(std_scratch_path, plan.hr_grid, count=channels,
                                                          dtype="float32", nodata=float("nan"),
                                                          blocksize=options.blocksize))
-        capacity = tiles.hr(tiles.rows.size)
         total = _total_tiles(tiles, options.chunk_width)
         crop = tiles.hr(tiles.context)
+        hr_height = plan.hr_grid.height
+
+        def emit(block: FinishedRows) -> None:
+            rows = min(block.data.shape[1], hr_height - block.row0)  # the last tile row may reach past the edge
+            if rows <= 0:
+                return
+            block = FinishedRows(block.row0, block.col0, block.data[:, :rows],
+                                 block.std[:, :rows] if block.std is not None else None)
+            valid = _valid_mask(scene, plan, aoi, block)
+            write_rows(dst, encoding.encode(block.data, valid), block.row0, block.col0)
+            if std_dst is not None and block.std is not None:
+                block.std[:, ~valid] = np.nan
+                write_rows(std_dst, block.std, block.row0, block.col0)
+
         for chunk in tiles.column_chunks(options.chunk_width):
-            blender = StripBlender(channels, *chunk.buffer, capacity, with_std=std_dst is not None)
+            blender = RowBlender(channels, *chunk.write, emit, with_std=std_dst is not None)
             nrows = len(tiles.rows.starts)
             for i in range(nrows):
                 row_tiles = [tiles.tile(i, j) for j in chunk.cols]
+                top, bottom = row_tiles[0].hr_core[:2]
+                next_top = tiles.hr(tiles.rows.starts[i + 1]) if i + 1 < nrows else bottom
+                blender.start_row(top, bottom - top, next_top)
                 lr_strip, strip_window = _read_strip(scene, row_tiles)
                 for b in range(0, len(row_tiles), batch):
                     group = row_tiles[b:b + batch]
@@ -323,20 +340,12 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
                         core = (slice(None), slice(crop, crop + tile.hr_core[1] - tile.hr_core[0]),
                                 slice(crop, crop + tile.hr_core[3] - tile.hr_core[2]))
                         std = result.std[k][core] if result.std is not None else None
-                        blender.add(result.mean[k][core], tiles.weights(tile.row, tile.col),
-                                    tile.hr_core[0], tile.hr_core[2], std=std)
+                        blender.add(result.mean[k][core], tiles.weights(tile.row, tile.col), tile.hr_core[2],
+                                    std=std)
                     done += len(group)
                     if progress:
                         progress(done, total)
-                upto = tiles.hr(tiles.rows.starts[i + 1]) if i + 1 < nrows else plan.hr_grid.height
-                finished = blender.take(min(upto, plan.hr_grid.height), chunk.write)
-                if finished is None:
-                    continue
-                valid = _valid_mask(scene, plan, aoi, finished)
-                write_rows(dst, encoding.encode(finished.data, valid), finished.row0, finished.col0)
-                if std_dst is not None and finished.std is not None:
-                    finished.std[:, ~valid] = np.nan
-                    write_rows(std_dst, finished.std, finished.row0, finished.col0)
+                blender.finish_row()
         describe(dst, descriptions=descriptions, tags=tags,
                  scales=[r.scale for r in encoding.radiometry] if write_scale else None,
                  offsets=[r.offset for r in encoding.radiometry] if write_scale else None)
