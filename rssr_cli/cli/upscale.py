@@ -99,13 +99,14 @@ def _all_single_band(paths: list[str]) -> bool:
               type=click.Choice(("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")))
 @click.option("--threads", default="ALL_CPUS", show_default=True, help="GDAL threads for compression.")
 @overwrite_opt
+@click.option("--preview", is_flag=True, help="Also write a PNG quick-look (true colour) beside each output.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (window, tiles, sizes) and write nothing.")
 @json_opt
 @click.pass_context
 def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
             bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, batch_size, scale,
             tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
-            overwrite, dry_run, as_json):
+            overwrite, preview, dry_run, as_json):
     """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
 
     INPUT is a raster GDAL can open (GeoTIFF, VRT, SAFE/JP2), or one file per band (B02.tif B03.tif B04.tif
@@ -159,6 +160,10 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
                 with tile_progress(enabled=verbosity >= 0 and sys.stderr.isatty(), label=Path(scene[0]).name) as cb:
                     result = run_upscale(scene, out, options, upsampler=upsampler, progress=cb)
                 record = result.to_dict()
+                if preview:
+                    from rssr_cli.preview import write_preview
+
+                    record["preview"] = str(write_preview(out))
                 if verbosity >= 0:
                     c, h, w = record["shape"]
                     click.echo(f"wrote {out} ({c} bands, {w} x {h} px, {record['tiles']} tiles, "
