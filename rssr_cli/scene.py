@@ -180,6 +180,17 @@ def _pad_reflect(data: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]])
     return np.pad(data, ((0, 0), (top, bottom), (left, right)), mode="edge")
 
 
+def _ten_metre_subdataset(path: str) -> str:
+    """A SAFE product (or its MTD XML) opens as a container of subdatasets: pick the 10 m one, as GDAL names it."""
+    with rasterio.open(path) as ds:
+        if ds.count or not ds.subdatasets:
+            return path
+        ten = [name for name in ds.subdatasets if ":10m:" in name]
+    if not ten:
+        raise InputError(f"{path} holds subdatasets but none at 10 m; open one of them directly")
+    return ten[0]
+
+
 def _identify(text: str | None) -> str | None:
     """The 10 m band named in a description or file name (``B02``, ``B2``, ``blue`` ...), if any."""
     if not text:
@@ -234,7 +245,7 @@ def open_scene(
             try:
                 with warnings.catch_warnings():  # the missing georeferencing is reported below, as an error
                     warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                    datasets.append(stack.enter_context(rasterio.open(path)))
+                    datasets.append(stack.enter_context(rasterio.open(_ten_metre_subdataset(path))))
             except rasterio.errors.RasterioIOError as exc:
                 raise InputError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
         scene = _build_scene(path_list, datasets, bidx=bidx, bands=tuple(bands), nodata=nodata, offset=offset)

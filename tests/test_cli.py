@@ -128,3 +128,15 @@ def test_inputs_from_stdin_in_a_real_process(utm_scene, tmp_path):
     assert json.loads(proc.stdout)["status"] == "ok"
     assert (outdir / "utm_sr.tif").exists()
     assert proc.stderr == ""
+
+
+def test_creation_options_and_float_input(tmp_path):
+    data = np.random.default_rng(0).uniform(0.02, 0.4, (4, 24, 24)).astype(np.float32)
+    path = write_raster(tmp_path / "refl.tif", data, descriptions=["B02", "B03", "B04", "B08"])
+    out = tmp_path / "refl_sr.tif"
+    result = run("upscale", path, "-o", out, "--method", "bicubic", "--co", "COMPRESS=LZW", "--blocksize", "256")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as dst:
+        assert dst.compression.name == "lzw" and dst.block_shapes[0] == (256, 256)
+        assert dst.dtypes[0] == "float32"
+        assert abs(float(dst.read(1).mean()) - float(data[0].mean())) < 0.01

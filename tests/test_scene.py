@@ -103,3 +103,22 @@ def test_bands_on_different_grids_are_refused(tmp_path):
     b = write_raster(tmp_path / "B03.tif", np.ones((1, 5, 4), np.uint16))
     with pytest.raises(InputError, match="same grid"):
         open_scene([a, b, a, a])
+
+
+def test_vrt_of_per_band_files_with_descriptions(tmp_path):
+    with rasterio.open(AWS_BANDS[0]) as ds:
+        width, height, crs, transform = ds.width, ds.height, ds.crs, ds.transform
+    gt = ", ".join(str(v) for v in transform.to_gdal())
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{i}"><Description>{path.stem}</Description>'
+        f"<NoDataValue>0</NoDataValue><SimpleSource><SourceFilename>{path}</SourceFilename>"
+        f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
+        for i, path in enumerate(reversed(AWS_BANDS), start=1))
+    vrt = tmp_path / "stack.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{crs.to_wkt()}</SRS>'
+                   f"<GeoTransform>{gt}</GeoTransform>{bands}</VRTDataset>")
+    with open_scene(vrt) as scene:
+        assert [b.bidx for b in scene.bands] == [4, 3, 2, 1]  # found by description, not position
+        refl, valid = scene.read(Window(0, 0, 16, 16))
+        with rasterio.open(AWS_BANDS[0]) as ds:
+            np.testing.assert_allclose(refl[0], ds.read(1, window=Window(0, 0, 16, 16)) / 10000, rtol=1e-6)
