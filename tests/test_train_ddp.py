@@ -1,0 +1,47 @@
+"""Distributed training: torchrun with 2 CPU processes on gloo, each rank on distinct data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rssr_cli.train.archive import PrepareOptions, prepare_archive
+from rssr_cli.train.cache import save_cache
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path):
+    prepared = prepare_archive(DATA / "train_hr", options=PrepareOptions(patch=8, synthetic_lr=True,
+                                                                           missing_band="mask"))
+    cache = save_cache(prepared.cache, tmp_path / "p.npz")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "rssr_cli", "train", str(cache), "-o", str(out), "--steps", "4", "--batch-size", "2",
+           "--device", "cpu", "--set", "model.preset=tiny", "--set", "warmup=1", "--set", "log_every=1",
+           "--set", "val_every=2", "--set", "checkpoint_every=2", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Only rank 0 prints and writes.
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1 and Path(results[0]["weights"]).is_file()
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    start = events[0]
+    assert start["kind"] == "start" and start["world_size"] == 2
+    assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2, 3, 4]
+    # Each rank trains on its own patches.
+    batches = [e for e in events if e["kind"] == "data"][0]["first_batch_by_rank"]
+    assert len(batches) == 2 and not set(batches[0]) & set(batches[1])
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["world_size"] == 2 and state["step"] == 4
+    from rssr_cli.weights import load_weights
+
+    assert load_weights(results[0]["weights"]).provenance["world_size"] == 2
