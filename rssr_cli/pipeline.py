@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -311,17 +312,21 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
         crop = tiles.hr(tiles.context)
         hr_height = plan.hr_grid.height
 
+        def write(block: FinishedRows, valid: np.ndarray) -> None:  # on the writer thread: dst is only used there
+            write_rows(dst, encoding.encode(block.data, valid), block.row0, block.col0)
+            if std_dst is not None and block.std is not None:
+                block.std[:, ~valid] = np.nan
+                write_rows(std_dst, block.std, block.row0, block.col0)
+
+        writer = stack.enter_context(_BlockWriter(write))
+
         def emit(block: FinishedRows) -> None:
             rows = min(block.data.shape[1], hr_height - block.row0)  # the last tile row may reach past the edge
             if rows <= 0:
                 return
             block = FinishedRows(block.row0, block.col0, block.data[:, :rows],
                                  block.std[:, :rows] if block.std is not None else None)
-            valid = _valid_mask(scene, plan, aoi, block)
-            write_rows(dst, encoding.encode(block.data, valid), block.row0, block.col0)
-            if std_dst is not None and block.std is not None:
-                block.std[:, ~valid] = np.nan
-                write_rows(std_dst, block.std, block.row0, block.col0)
+            writer.put(block, _valid_mask(scene, plan, aoi, block))  # scene reads stay on this thread
 
         for chunk in tiles.column_chunks(options.chunk_width):
             blender = RowBlender(channels, *chunk.write, emit, with_std=std_dst is not None)
@@ -346,6 +351,7 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
                     if progress:
                         progress(done, total)
                 blender.finish_row()
+        writer.close()
         describe(dst, descriptions=descriptions, tags=tags,
                  scales=[r.scale for r in encoding.radiometry] if write_scale else None,
                  offsets=[r.offset for r in encoding.radiometry] if write_scale else None)
@@ -364,6 +370,38 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
             if std_output is not None:
                 std_output.unlink(missing_ok=True)  # no half-written pair
             raise
+
+
+class _BlockWriter:
+    """Encodes and writes finished blocks on one worker thread, so GDAL I/O overlaps the model's next tiles.
+
+    At most ``depth`` blocks wait; an error on the worker is raised in the caller at the next ``put`` or ``close``.
+    """
+
+    def __init__(self, write: Callable[[FinishedRows, np.ndarray], None], depth: int = 4) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._write = write
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rssr-writer")
+        self._pending: deque = deque()
+        self._depth = depth
+
+    def put(self, block: FinishedRows, valid: np.ndarray) -> None:
+        self._pending.append(self._pool.submit(self._write, block, valid))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> "_BlockWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _total_tiles(tiles: TilePlan, chunk_width: int) -> int:
