@@ -169,6 +169,7 @@ class PreparedArchive:
 class _Entry:
     path: Path
     res: float | None = None
+    bands: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- archive discovery
@@ -224,12 +225,12 @@ def find_sources(archive: str | Path, *, synthetic_lr: bool) -> tuple[list[_Entr
                 p = (base / str(row["lr"])).resolve()
                 if p not in seen_lr:
                     seen_lr.add(p)
-                    lr.append(_Entry(p))
+                    lr.append(_Entry(p, bands=row.get("lr_bands") or None))
             if row.get("hr"):
                 p = (base / str(row["hr"])).resolve()
                 if p not in seen_hr:
                     seen_hr.add(p)
-                    hr.append(_Entry(p, _float_or_none(row.get("hr_res"))))
+                    hr.append(_Entry(p, _float_or_none(row.get("hr_res")), row.get("hr_bands") or None))
         for e in lr + hr:
             if not e.path.is_file():
                 raise DataError(f"{root}: {e.path} does not exist")
@@ -319,17 +320,22 @@ def _cut(
     hr_valid: np.ndarray,
     options: PrepareOptions,
     rejected: Counter[str],
+    limit: tuple[int, int] | None = None,
 ) -> list[tuple[int, int]]:
-    """Top-left LR offsets of the patches that pass the valid-data filters (counts of the others in ``rejected``)."""
+    """Top-left LR offsets of the patches that pass the valid-data filters (counts of the others in ``rejected``).
+
+    ``limit``: only offsets below (rows, cols): a chunk's region extends ``patch - stride`` beyond the chunk so that
+    overlapping patches across chunk edges are cut exactly once, by the chunk they start in."""
     s = Fraction(options.scale)
     p = options.patch
     stride = options.stride or p
     hp = int(p * s)
     h_lr = int(Fraction(hr.shape[1]) / s)
     w_lr = int(Fraction(hr.shape[2]) / s)
+    lim_r, lim_c = limit if limit is not None else (h_lr, w_lr)
     kept = []
-    for r in range(0, h_lr - p + 1, stride):
-        for c in range(0, w_lr - p + 1, stride):
+    for r in range(0, min(h_lr - p + 1, lim_r), stride):
+        for c in range(0, min(w_lr - p + 1, lim_c), stride):
             R, C = int(r * s), int(c * s)
             if lr_valid is not None and not lr_valid[r: r + p, c: c + p].all():
                 rejected["LR nodata/saturated"] += 1
@@ -342,6 +348,26 @@ def _cut(
                 continue
             kept.append((r, c))
     return kept
+
+
+def _chunks(height: int, width: int, options: PrepareOptions):
+    """(row, col, rows, cols, limit) of the chunks a grid is processed in: ``chunk`` LR pixels rounded to the
+    stride, plus the ``patch - stride`` overlap, so that memory stays bounded whatever the source size."""
+    stride = options.stride or options.patch
+    step = max(1, options.chunk // stride) * stride
+    extra = max(0, options.patch - stride)
+    for r0 in range(0, height - options.patch + 1, step):
+        for c0 in range(0, width - options.patch + 1, step):
+            h = min(step + extra, height - r0)
+            w = min(step + extra, width - c0)
+            yield r0, c0, h, w, (step, step)
+
+
+def _masked_to_zero(hr: np.ndarray, valid_bands: np.ndarray) -> np.ndarray:
+    """Masked bands are stored as zeros (they compress to nothing) and refilled on reading (PatchCache.batch)."""
+    out = hr.copy()
+    out[:, ~valid_bands] = 0.0
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ synthetic LR
@@ -372,7 +398,8 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
         ds = rasterio.open(entry.path)
     with ds:
         bmap = resolve_band_map(options.bands, ds.count, ds.descriptions,
-                                [ci.name for ci in ds.colorinterp], options.hr_bands, role="hr")
+                                [ci.name for ci in ds.colorinterp], _explicit(entry, options.hr_bands, options),
+                                role="hr")
         report.details["hr_band_map"] = f"{bmap.describe()} ({bmap.how})"
         if not _missing_ok(bmap, options, report):
             return None
@@ -409,30 +436,64 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
         if lr_grid is None or lr_grid.width < options.patch or lr_grid.height < options.patch:
             report.reason = f"smaller than one patch ({options.patch} LR px = {options.patch * options.lr_res:g} m)"
             return None
-        hr_grid = lr_grid.zoom(s)
-        refl, valid, present = _read(ds, bmap, rad)
-    data, frac = warp_average(refl, valid, src_transform, src_crs, hr_grid)
-    hr_valid = frac >= 0.999
-    hr = _full_bands(data, present, bmap, options, lr_up=None)
-    rejected: Counter[str] = Counter()
-    offsets = _cut(None, np.nan_to_num(hr), None, hr_valid, options, rejected)
+        report.details["grid"] = {"crs": dst_crs.to_string(), "lr_res": options.lr_res,
+                                  "transform": list(lr_grid.transform)[:6], "width": lr_grid.width,
+                                  "height": lr_grid.height}
+        rejected: Counter[str] = Counter()
+        valid_bands = np.array([src is not None for src in bmap.sources], dtype=bool)
+        hp = int(options.patch * s)
+        parts: list[PatchCache] = []
+        for k, (r0, c0, h, w, limit) in enumerate(_chunks(lr_grid.height, lr_grid.width, options)):
+            cgrid = lr_grid.window(r0, c0, h, w)
+            win = _source_window(ds, src_transform, src_crs, cgrid)
+            if win is None:
+                continue
+            refl, valid, present = _read(ds, bmap, rad, win)
+            data, frac = warp_average(refl, valid, src_transform @ Affine.translation(win.col_off, win.row_off),
+                                      src_crs, cgrid.zoom(s))
+            hr = _full_bands(data, present, bmap, options, lr_up=None)
+            offsets = _cut(None, np.nan_to_num(hr), None, frac >= 0.999, options, rejected, limit)
+            if not offsets:
+                continue
+            hr_patches = np.stack([hr[:, int(r * s): int(r * s) + hp, int(c * s): int(c * s) + hp]
+                                   for r, c in offsets])
+            gen = torch.Generator().manual_seed(options.seed * 1_000_003 + index * 10_007 + k)
+            lr_patches = degrade(torch.from_numpy(hr_patches), s, generator=gen).numpy()
+            n = len(offsets)
+            parts.append(PatchCache(encode(lr_patches), encode(_masked_to_zero(hr_patches, valid_bands)),
+                                    np.repeat(valid_bands[None], n, 0), np.full(n, index, np.int32),
+                                    np.asarray([(r + r0, c + c0) for r, c in offsets], np.int32).reshape(n, 2),
+                                    {"scale": str(s), "bands": list(options.bands)}))
     report.rejected_patches = dict(rejected)
-    report.details["grid"] = {"crs": dst_crs.to_string(), "lr_res": options.lr_res,
-                              "transform": list(lr_grid.transform)[:6], "width": lr_grid.width,
-                              "height": lr_grid.height}
-    if not offsets:
+    if not parts:
         report.reason = "no valid patch (" + ", ".join(f"{k}: {v}" for k, v in rejected.items()) + ")"
         return None
-    hp = int(options.patch * s)
-    hr_patches = np.stack([hr[:, int(r * s): int(r * s) + hp, int(c * s): int(c * s) + hp] for r, c in offsets])
-    gen = torch.Generator().manual_seed(options.seed * 1_000_003 + index)
-    lr_patches = degrade(torch.from_numpy(hr_patches), s, generator=gen).numpy()
-    valid_bands = np.array([src is not None for src in bmap.sources], dtype=bool)
-    report.status, report.patches = "kept", len(offsets)
-    n = len(offsets)
-    return PatchCache(encode(lr_patches), encode(hr_patches), np.repeat(valid_bands[None], n, 0),
-                      np.full(n, index, np.int32), np.asarray(offsets, np.int32).reshape(n, 2),
-                      {"scale": str(s), "bands": list(options.bands)})
+    out = PatchCache.concatenate(parts, parts[0].meta)
+    report.status, report.patches = "kept", len(out)
+    return out
+
+
+def _source_window(ds, src_transform, src_crs, grid, margin: int = 2):
+    """The source window (with a margin) covering ``grid``; None if they do not overlap."""
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window, from_bounds
+
+    b = grid.bounds if src_crs == grid.crs else transform_bounds(grid.crs, src_crs, *grid.bounds, densify_pts=21)
+    win = from_bounds(*b, transform=src_transform)
+    col0 = max(0, int(math.floor(win.col_off)) - margin)
+    row0 = max(0, int(math.floor(win.row_off)) - margin)
+    col1 = min(ds.width, int(math.ceil(win.col_off + win.width)) + margin)
+    row1 = min(ds.height, int(math.ceil(win.row_off + win.height)) + margin)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _explicit(entry: _Entry, default: Mapping[str, int | None] | None, options: PrepareOptions):
+    """A manifest row's own band map (``lr_bands``/``hr_bands`` columns) wins over the command-line one."""
+    from rssr_cli.train.bands import parse_band_map
+
+    return parse_band_map(entry.bands, options.bands) if entry.bands else default
 
 
 def _missing_ok(bmap: BandMap, options: PrepareOptions, report: SourceReport) -> bool:
@@ -531,13 +592,14 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
             return None
         inter = footprint(lds).intersection(footprint(hds))
         lr_map = resolve_band_map(options.bands, lds.count, lds.descriptions, [c.name for c in lds.colorinterp],
-                                  options.lr_bands, role="lr", default_positions=S2_STACK_POSITIONS)
+                                  _explicit(lr_entry, options.lr_bands, options), role="lr",
+                                  default_positions=S2_STACK_POSITIONS)
         report.details["lr_band_map"] = f"{lr_map.describe()} ({lr_map.how})"
         if lr_map.missing:
             report.reason = f"LR lacks model band(s) {', '.join(lr_map.missing)} (the model's input needs them)"
             return None
         hr_map = resolve_band_map(options.bands, hds.count, hds.descriptions, [c.name for c in hds.colorinterp],
-                                  options.hr_bands, role="hr")
+                                  _explicit(hr_entry, options.hr_bands, options), role="hr")
         report.details["hr_band_map"] = f"{hr_map.describe()} ({hr_map.how})"
         if not _missing_ok(hr_map, options, report):
             return None
@@ -570,50 +632,45 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
             refl, v, _ = _read(lds, lr_map, lr_rad, zero_is_nodata=True)
             lr_all, vf = warp_bilinear(refl, v, lds.transform, lds.crs, lr_grid)
             lr_valid_all = vf > 0
-        chunk = max(options.patch, (options.chunk // options.patch) * options.patch)
         parts: list[PatchCache] = []
         rejected: Counter[str] = Counter()
         valid_bands = np.array([src is not None for src in hr_map.sources], dtype=bool)
-        for r0 in range(0, lr_grid.height - options.patch + 1, chunk):
-            for c0 in range(0, lr_grid.width - options.patch + 1, chunk):
-                h = min(chunk, lr_grid.height - r0)
-                w = min(chunk, lr_grid.width - c0)
-                h -= h % s.denominator
-                w -= w % s.denominator
-                cgrid = lr_grid.window(r0, c0, h, w)
-                lr = lr_all[:, r0: r0 + h, c0: c0 + w]
-                lr_valid = lr_valid_all[r0: r0 + h, c0: c0 + w]
-                info: dict[str, Any] = {"row": r0, "col": c0}
-                report.chunks.append(info)
-                if lr_valid.mean() < 0.25:
-                    info["status"] = "rejected: LR mostly nodata"
-                    rejected["chunk: LR mostly nodata"] += 1
-                    continue
-                hr_out = _register_and_fit(hds, hr_map, hr_rad, cgrid, lr, lr_valid, options, info,
-                                           phase_correlation, warp_average)
-                if hr_out is None:
-                    rejected[f"chunk: {info['status'].split(':', 1)[1].split('(')[0].strip()}"] += 1
-                    continue
-                hr_data, hr_valid, present = hr_out
-                import torch
+        for r0, c0, h, w, limit in _chunks(lr_grid.height, lr_grid.width, options):
+            cgrid = lr_grid.window(r0, c0, h, w)
+            lr = lr_all[:, r0: r0 + h, c0: c0 + w]
+            lr_valid = lr_valid_all[r0: r0 + h, c0: c0 + w]
+            info: dict[str, Any] = {"row": r0, "col": c0}
+            report.chunks.append(info)
+            if lr_valid.mean() < 0.25:
+                info["status"] = "rejected: LR mostly nodata"
+                rejected["chunk: LR mostly nodata"] += 1
+                continue
+            hr_out = _register_and_fit(hds, hr_map, hr_rad, cgrid, lr, lr_valid, options, info,
+                                       phase_correlation, warp_average)
+            if hr_out is None:
+                rejected[f"chunk: {info['status'].split(':', 1)[1].split('(')[0].strip()}"] += 1
+                continue
+            hr_data, hr_valid, present = hr_out
+            import torch
 
-                from rssr_cli.degrade import upsample
+            from rssr_cli.degrade import upsample
 
-                lr_up = upsample(torch.from_numpy(np.ascontiguousarray(lr))[None], s)[0].numpy()
-                hr = _full_bands(hr_data, present, hr_map, options, lr_up=lr_up)
-                offsets = _cut(lr, np.nan_to_num(hr), lr_valid, hr_valid, options, rejected)
-                info["patches"] = len(offsets)
-                if not offsets:
-                    continue
-                p, hp = options.patch, int(options.patch * s)
-                lr_p = np.stack([lr[:, r: r + p, c: c + p] for r, c in offsets])
-                hr_p = np.stack([hr[:, int(r * s): int(r * s) + hp, int(c * s): int(c * s) + hp]
-                                 for r, c in offsets])
-                n = len(offsets)
-                origins = np.asarray([(r + r0, c + c0) for r, c in offsets], np.int32).reshape(n, 2)
-                parts.append(PatchCache(encode(lr_p), encode(hr_p), np.repeat(valid_bands[None], n, 0),
-                                        np.full(n, index, np.int32), origins,
-                                        {"scale": str(s), "bands": list(options.bands)}))
+            lr_up = upsample(torch.from_numpy(np.ascontiguousarray(lr))[None], s)[0].numpy()
+            hr = _full_bands(hr_data, present, hr_map, options, lr_up=lr_up)
+            offsets = _cut(lr, np.nan_to_num(hr), lr_valid, hr_valid, options, rejected, limit)
+            info["patches"] = len(offsets)
+            if not offsets:
+                continue
+            p, hp = options.patch, int(options.patch * s)
+            lr_p = np.stack([lr[:, r: r + p, c: c + p] for r, c in offsets])
+            hr_p = np.stack([hr[:, int(r * s): int(r * s) + hp, int(c * s): int(c * s) + hp]
+                             for r, c in offsets])
+            n = len(offsets)
+            origins = np.asarray([(r + r0, c + c0) for r, c in offsets], np.int32).reshape(n, 2)
+            parts.append(PatchCache(encode(lr_p), encode(_masked_to_zero(hr_p, valid_bands)),
+                                    np.repeat(valid_bands[None], n, 0),
+                                    np.full(n, index, np.int32), origins,
+                                    {"scale": str(s), "bands": list(options.bands)}))
     report.rejected_patches = dict(rejected)
     report.details["grid"] = {"crs": lr_grid.crs.to_string(), "transform": list(lr_grid.transform)[:6],
                               "width": lr_grid.width, "height": lr_grid.height}

@@ -111,14 +111,15 @@ class BandMap:
 
 
 def parse_band_map(text: str | Mapping[str, int] | None, bands: Sequence[str]) -> dict[str, int | None] | None:
-    """``"B04=1,B03=2,B02=3"`` (or a TOML table) -> {model band: source band}. Bands not named are missing."""
+    """``"B04=1,B03=2,B02=3"`` (commas, semicolons or spaces; or a TOML table) -> {model band: source band}.
+    Bands not named are missing."""
     if text is None:
         return None
     if isinstance(text, Mapping):
         items = {str(k).upper(): v for k, v in text.items()}
     else:
         items = {}
-        for part in str(text).split(","):
+        for part in re.split(r"[,;\s]+", str(text)):
             part = part.strip()
             if not part:
                 continue

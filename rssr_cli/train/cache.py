@@ -81,9 +81,33 @@ class PatchCache:
         return bool(self.meta.get("synthetic_lr", False))
 
     def batch(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decoded float32 (lr, hr, band_valid) for the given patch indices."""
+        """Decoded float32 (lr, hr, band_valid) for the given patch indices.
+
+        Masked HR bands are stored as zeros and filled here with the stand-in the model sees during training (never
+        scored by the loss): the RGB-derived NIR stand-in for synthetic LR (whose LR was degraded from it), the
+        upsampled LR band for real pairs.
+        """
         idx = np.asarray(indices, dtype=np.int64)
-        return decode(self.lr[idx]), decode(self.hr[idx]), self.band_valid[idx].copy()
+        lr, hr, valid = decode(self.lr[idx]), decode(self.hr[idx]), self.band_valid[idx].copy()
+        if not valid.all():
+            hr = self._fill_masked(lr, hr, valid)
+        return lr, hr, valid
+
+    def _fill_masked(self, lr: np.ndarray, hr: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        bands = list(self.bands)
+        if self.synthetic:
+            from rssr_cli.train.bands import stand_in_nir
+
+            rgb = [bands.index(b) for b in ("B02", "B03", "B04")]
+            fill = stand_in_nir(hr[:, rgb])[:, None]
+            fill = np.repeat(fill, hr.shape[1], axis=1)
+        else:
+            import torch
+
+            from rssr_cli.degrade import upsample
+
+            fill = upsample(torch.from_numpy(lr), self.scale).numpy()
+        return np.where(valid[:, :, None, None], hr, fill).astype(np.float32)
 
     def subset(self, indices: np.ndarray | list[int]) -> "PatchCache":
         idx = np.asarray(indices, dtype=np.int64)

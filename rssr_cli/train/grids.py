@@ -139,10 +139,10 @@ def warp_average(
     src = np.where(valid[None], data, np.nan).astype(np.float32)
     out = np.full((data.shape[0], dst.height, dst.width), np.nan, dtype=np.float32)
     reproject(src, out, src_transform=src_transform, src_crs=src_crs, dst_transform=dst.transform,
-              dst_crs=dst.crs, resampling=Resampling.average, src_nodata=np.nan, dst_nodata=np.nan)
+              dst_crs=dst.crs, resampling=Resampling.average, src_nodata=np.nan, dst_nodata=np.nan, tolerance=0)
     frac = np.zeros((1, dst.height, dst.width), dtype=np.float32)
     reproject(valid[None].astype(np.float32), frac, src_transform=src_transform, src_crs=src_crs,
-              dst_transform=dst.transform, dst_crs=dst.crs, resampling=Resampling.average, src_nodata=None,
+              dst_transform=dst.transform, dst_crs=dst.crs, resampling=Resampling.average, src_nodata=None, tolerance=0,
               dst_nodata=None, init_dest_nodata=False)
     frac = frac[0]
     frac[~np.isfinite(out).all(axis=0)] = 0.0
