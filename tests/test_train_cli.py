@@ -62,3 +62,17 @@ def test_data_errors_exit_1(tmp_path):
     assert r.exit_code == 1 and "--missing-band mask" in r.output
     r = _run("train", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "run"))
     assert r.exit_code == 1 and "no such patch cache" in r.output
+
+
+@pytest.mark.slow
+def test_train_directly_on_an_archive(tmp_path):
+    run = tmp_path / "run"
+    r = _run("train", str(DATA / "train_hr"), "--synthetic-lr", "-o", str(run), "--steps", "1", "--batch-size", "2",
+             "--device", "cpu", "--set", "model.preset=tiny", "--set", "prepare.patch=8",
+             "--set", "prepare.missing_band=mask", "--set", 'prepare.hr_bands="B04=1,B03=2,B02=3"', "--json")
+    assert r.exit_code == 0, r.output
+    assert (run / "patches.npz").is_file()
+    from rssr_cli.train.cache import load_cache
+
+    cache = load_cache(run / "patches.npz")
+    assert cache.synthetic and cache.meta["report"]["options"]["hr_bands"] == {"B04": 1, "B03": 2, "B02": 3}

@@ -70,3 +70,14 @@ def test_model_bands_come_from_data():
 
 def test_defaults_are_valid():
     assert TrainConfig().to_dict()["betas"] == [0.9, 0.99]
+
+
+def test_mapping_overrides_are_not_reparsed():
+    cfg = load_config(None, {"data": "2020", "out": "true"})
+    assert cfg.data == "2020" and cfg.out == "true"
+
+
+@pytest.mark.parametrize("override", ['steps="many"', "amp=1", "lr=[1]", "data=3"])
+def test_wrong_types_are_named(override):
+    with pytest.raises(UsageError, match=override.split("=")[0] + " must be"):
+        load_config(None, [override])

@@ -22,6 +22,19 @@ from typing import Any, Mapping, Sequence
 from rssr_cli.errors import UsageError
 
 
+_INT = (int,)
+_FLOAT = (int, float)
+#: Expected types of the scalar fields (a TOML/--set typo such as steps="1e4" is reported, not crashed on).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "data": (str,), "out": (str,), "device": (str,), "steps": _INT, "batch_size": _INT, "crop": _INT,
+    "lr": _FLOAT, "weight_decay": _FLOAT, "warmup": _INT, "min_lr_ratio": _FLOAT, "grad_clip": _FLOAT,
+    "ema_decay": _FLOAT, "amp": (bool,), "augment": (bool,), "fresh_degradation": (bool,),
+    "normalize_from_data": (bool,), "val_fraction": _FLOAT, "val_every": _INT, "val_max_patches": _INT,
+    "val_steps": _INT, "checkpoint_every": _INT, "log_every": _INT, "seed": _INT, "betas": (list, tuple),
+    "model": (dict,), "prepare": (dict,),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs besides the data itself. Batch size is per process (per GPU under torchrun)."""
@@ -54,6 +67,15 @@ class TrainConfig:
     prepare: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, kinds in _TYPES.items():
+            value = getattr(self, name)
+            if value is None and name in ("crop", "val_steps"):
+                continue
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                expected = " or ".join(k.__name__ for k in kinds)
+                raise UsageError(f"training config: {name} must be {expected}, got {value!r}")
+        if isinstance(self.steps, float) or isinstance(self.batch_size, float):
+            raise UsageError("training config: steps and batch_size must be whole numbers")
         object.__setattr__(self, "betas", tuple(self.betas))
         checks = [
             (self.steps >= 1, "steps must be at least 1"),
@@ -109,8 +131,8 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
-    """Read ``path`` (TOML; None for defaults) and apply ``overrides`` (``"key=value"`` strings or a mapping of
-    dotted keys). Unknown keys are a :class:`UsageError` naming the key (a typo must not be silently ignored)."""
+    """Read ``path`` (TOML; None for defaults) and apply ``overrides``: ``"key=value"`` strings (values parsed as
+    TOML literals) or a mapping of dotted keys to typed values. Unknown keys are a :class:`UsageError` naming the key (a typo must not be silently ignored)."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -124,10 +146,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mappi
     if unknown_tables:
         raise UsageError(f"config file: unknown table(s) {', '.join(sorted(unknown_tables))}; use [train], [model], "
                          "[prepare]")
-    items = overrides.items() if isinstance(overrides, Mapping) else [split_override(o) for o in overrides]
+    # A mapping holds typed values (kept as they are); "KEY=VALUE" strings are parsed as TOML literals.
+    items = (list(overrides.items()) if isinstance(overrides, Mapping)
+             else [(k, parse_value(v)) for k, v in (split_override(o) for o in overrides)])
     for key, value in items:
         dotted = key if key.split(".")[0] in ("train", "model", "prepare") else f"train.{key}"
-        _set(tree, dotted, parse_value(value) if isinstance(value, str) else value)
+        _set(tree, dotted, value)
     train = dict(tree.get("train", {}))
     unknown = set(train) - _FIELDS - {"model", "prepare"}
     if unknown:
