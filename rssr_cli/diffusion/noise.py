@@ -3,8 +3,9 @@
 A random generator gives each tile its own stream, so two overlapping tiles would start from different noise, sample
 different details, and the blend would show seams. Here the noise at an HR pixel is a pure function of
 (seed, sample, step, global row, global col, channel): a counter-based generator. A 32-bit integer hash
-(Wellons' "lowbias32", a well-mixed invertible hash) is chained over the key's parts, two hashes become two uniforms,
-and Box–Muller turns them into a standard normal.
+(Wellons' "lowbias32", a well-mixed invertible hash) is chained over the key's parts down to one state per pixel and
+channel pair, two more hashes give two uniforms, and Box–Muller turns them into two independent standard normals
+(channels 2p and 2p+1).
 
 Integer work uses int64 tensors holding 32-bit values; products are split so they never exceed 2^48, so no op relies on
 overflow behaviour and the bits are identical on CPU and CUDA. The final log/cos are computed in float64 and rounded
@@ -67,15 +68,20 @@ def positional_noise(
         h = _mix(h, part)
     r = torch.arange(row0, row0 + rows, dtype=torch.int64, device=dev)[None, :, None]
     c = torch.arange(col0, col0 + cols, dtype=torch.int64, device=dev)[None, None, :]
-    k = torch.arange(channels, dtype=torch.int64, device=dev)[:, None, None]
-    h = _mix(_mix(_mix(h, r), c), k)
-    bits1 = _hash32(h ^ 0x68E31DA4)
-    bits2 = _hash32(h ^ 0xB5297A4D)
+    h = _mix(_mix(h, r), c)  # (1, rows, cols): one state per pixel
+    # Box-Muller gives two independent normals (cos and sin) per pair of uniforms: channels 2p and 2p+1 share one
+    # per-pixel pair state, which halves the hashing.
+    pairs = (channels + 1) // 2
+    p = torch.arange(pairs, dtype=torch.int64, device=dev)[:, None, None]
+    bits1 = _hash32(h ^ _hash32(p * 2 + 0x68E31DA4))
+    bits2 = _hash32(bits1 ^ 0xB5297A4D)
     # 24-bit uniforms; u1 in (0, 1] so that log(u1) is finite.
     u1 = ((bits1 >> 8).double() + 1.0) / 16777216.0
     u2 = (bits2 >> 8).double() / 16777216.0
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-    return z.float()
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    angle = 2.0 * math.pi * u2
+    z = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1).reshape(2 * pairs, rows, cols)
+    return z[:channels].float()
 
 
 def tile_noise(
