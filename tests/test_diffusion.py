@@ -289,3 +289,13 @@ def test_tiny_model_overfits_a_real_pair() -> None:
             optimizer.step()
         best = min(best, evaluate())
     assert best <= initial / 2, (initial, best, time.monotonic() - started)
+
+
+def test_diffusion_loss_accepts_a_data_parallel_wrapper() -> None:
+    """Training wraps the model (DDP); the loss must read config and normalisation through the wrapper."""
+    model = _random_tiny_model(seed=8)
+    schedule = NoiseSchedule.from_config(model.config.schedule)
+    hr = 0.1 + 0.05 * torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    plain = diffusion_loss(model, schedule, hr, hr + 0.01, torch.Generator().manual_seed(2))
+    wrapped = diffusion_loss(nn.DataParallel(model), schedule, hr, hr + 0.01, torch.Generator().manual_seed(2))
+    assert wrapped.item() == pytest.approx(plain.item(), rel=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from rssr_cli.diffusion.schedule import NoiseSchedule
 from rssr_cli.model import SRModel
@@ -11,7 +12,7 @@ __all__ = ["diffusion_loss"]
 
 
 def diffusion_loss(
-    model: SRModel,
+    model: SRModel | nn.Module,
     schedule: NoiseSchedule,
     hr: torch.Tensor,
     lr_up: torch.Tensor,
@@ -27,9 +28,13 @@ def diffusion_loss(
 
     x0 = the normalised residual, x_t = q_sample(x0, t, ε), and the target is what ``model.config.prediction`` names
     (x0, v or ε); the distance is ``model.config.loss`` (L1 or L2), averaged over valid pixels.
+
+    ``model`` may be wrapped in DistributedDataParallel/DataParallel: the forward pass goes through the wrapper (so
+    gradients are synchronised), the config and normalisation come from the wrapped module.
     """
-    config = model.config
-    x0 = model.to_residual(hr, lr_up)
+    core = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    config = core.config
+    x0 = core.to_residual(hr, lr_up)
     n = hr.shape[0]
     t = torch.randint(0, schedule.timesteps, (n,), generator=generator, device=hr.device)
     noise = torch.randn(x0.shape, generator=generator, device=hr.device, dtype=x0.dtype)
