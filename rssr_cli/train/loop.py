@@ -315,7 +315,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"--resume: no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # plain data only: no pickled code
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
         raise DataError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else exc})") \
             from None
