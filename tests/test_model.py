@@ -43,11 +43,13 @@ def test_default_cost_budget() -> None:
     config = ModelConfig()
     flops = flops_per_pixel(config, size=64)
     params = sum(p.numel() for p in build_model(config).parameters())
+    step = flops_per_pixel(config, size=64, include_prior=False)
     assert 100e3 <= flops <= 250e3, flops
     assert params * 4 <= 20e6, params
-    # Documented in docs/model.md; a change of architecture must update it.
-    assert round(flops / 1e3) == 136
-    assert params == 2_292_800
+    # Documented in docs/model.md and rssr_cli/model/__init__.py; a change of architecture must update them.
+    assert round(flops / 1e3) == 173
+    assert round(step / 1e3) == 129
+    assert params == 2_952_656
 
 
 def test_config_round_trip_and_validation() -> None:

@@ -17,9 +17,10 @@ itself rather than the noise ε because:
 
 ``"v"`` (Salimans & Ho 2022) and ``"eps"`` are supported through the same schedule helpers for experiments.
 
-Measured cost of the default config (widths 32/64/128): 136 kFLOP per output pixel per network evaluation, prior
-included (``flops_per_pixel(ModelConfig())``, torch.utils.flop_counter), and 2,292,800 parameters (9.2 MB as
-float32). tests/test_model.py pins both; docs/model.md has the details and CPU throughput.
+Measured cost of the default config (widths 32/64/128): 173 kFLOP per output pixel per full network evaluation
+(``flops_per_pixel(ModelConfig())``, torch.utils.flop_counter), of which 44 are the prior extractor, computed once
+per tile, so each sampler step costs 129 kFLOP/px; 2,952,656 parameters (11.8 MB as float32). tests/test_model.py
+pins these; docs/model.md has the details and CPU throughput.
 """
 
 from __future__ import annotations
@@ -145,15 +146,21 @@ def receptive_field(config: ModelConfig) -> int:
     return unet + prior
 
 
-def flops_per_pixel(config: ModelConfig, size: int = 128) -> float:
-    """FLOPs per output HR pixel of one network evaluation (prior included), counted by torch.utils.flop_counter on
-    a (1, C, size, size) input. Convolutions and matmuls only (what the counter counts); elementwise ops add a few %."""
+def flops_per_pixel(config: ModelConfig, size: int = 128, *, include_prior: bool = True) -> float:
+    """FLOPs per output HR pixel of one network evaluation, counted by torch.utils.flop_counter on a
+    (1, C, size, size) input. Convolutions and matmuls only (what the counter counts); elementwise ops add a few %.
+
+    ``include_prior=False`` counts the UNet alone: the cost of each sampler step, since the samplers compute the prior
+    features once per tile and reuse them.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(config).eval()
     c = config.channels
     x = torch.zeros(1, c, size, size)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x, torch.zeros(1), x)
+    with torch.no_grad():
+        priors = None if include_prior else model.prior(x)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x, torch.zeros(1), x, priors=priors)
     return counter.get_total_flops() / (size * size)
