@@ -100,6 +100,15 @@ def test_folder_layout_pairs_by_footprint(tmp_path):
     assert len(out.cache) == len(prepare_archive(PAIRS, options=_opts()).cache)
 
 
+def test_unpaired_lr_is_reported(tmp_path):
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "hr").mkdir()
+    shutil.copy(DATA / "train_pairs/lr/s2like.tif", tmp_path / "lr")
+    shutil.copy(HR_DIR / "satellogic_crop.tif", tmp_path / "hr")
+    with pytest.raises(DataError, match="s2like.tif: no overlapping HR raster"):
+        prepare_archive(tmp_path, options=_opts())
+
+
 def test_folder_without_layout_needs_synthetic_flag(tmp_path):
     with pytest.raises(DataError, match="--synthetic-lr"):
         find_sources(HR_DIR, synthetic_lr=False)

@@ -150,7 +150,7 @@ class PrepareReport:
         d = self.to_dict()
         out = [f"{d['patches']} patches from {d['sources_kept']} source(s); {d['sources_rejected']} rejected"]
         for s in self.sources:
-            name = f"{Path(s.lr).name} x {Path(s.hr).name}" if s.lr else Path(s.hr).name
+            name = f"{Path(s.lr).name} x {Path(s.hr).name if s.hr else '-'}" if s.lr else Path(s.hr).name
             if s.status == "kept":
                 extra = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejected_patches.items()))
                 out.append(f"  kept {name}: {s.patches} patches" + (f" (skipped {extra})" if extra else ""))
@@ -801,6 +801,11 @@ def prepare_archive(
             if he.path not in paired_hr:
                 why = "not georeferenced" if fps[he.path] is None else "no overlapping LR raster"
                 reports.append(SourceReport(hr=str(he.path), reason=why))
+        paired_lr = {le.path for le, _ in jobs}
+        for le in lr_entries:
+            if le.path not in paired_lr:
+                why = "not georeferenced" if fps[le.path] is None else "no overlapping HR raster"
+                reports.append(SourceReport(hr="", lr=str(le.path), reason=why))
     for i, (le, he) in enumerate(jobs):
         if progress is not None:
             progress(i, len(jobs), he.path.name if le is None else f"{le.path.name} x {he.path.name}")
@@ -823,7 +828,7 @@ def prepare_archive(
         progress(len(jobs), len(jobs), "done")
     report = PrepareReport(reports, options.to_dict())
     if not parts:
-        reasons = "; ".join(f"{Path(r.hr).name}: {r.reason}" for r in reports[:3])
+        reasons = "; ".join(f"{Path(r.hr or r.lr or '').name}: {r.reason}" for r in reports[:3])
         raise DataError(f"no usable patches in {archive} ({reasons})")
     meta = {
         "scale": str(Fraction(options.scale)),
