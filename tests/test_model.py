@@ -47,9 +47,9 @@ def test_default_cost_budget() -> None:
     assert 100e3 <= flops <= 250e3, flops
     assert params * 4 <= 20e6, params
     # Documented in docs/model.md and rssr_cli/model/__init__.py; a change of architecture must update them.
-    assert round(flops / 1e3) == 173
-    assert round(step / 1e3) == 129
-    assert params == 2_952_656
+    assert round(flops / 1e3) == 136
+    assert round(step / 1e3) == 125
+    assert params == 2_292_800
 
 
 def test_config_round_trip_and_validation() -> None:

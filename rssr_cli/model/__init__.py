@@ -17,10 +17,10 @@ itself rather than the noise ε because:
 
 ``"v"`` (Salimans & Ho 2022) and ``"eps"`` are supported through the same schedule helpers for experiments.
 
-Measured cost of the default config (widths 32/64/128): 173 kFLOP per output pixel per full network evaluation
-(``flops_per_pixel(ModelConfig())``, torch.utils.flop_counter), of which 44 are the prior extractor, computed once
-per tile, so each sampler step costs 129 kFLOP/px; 2,952,656 parameters (11.8 MB as float32). tests/test_model.py
-pins these; docs/model.md has the details and CPU throughput.
+Measured cost of the default config (UNet widths 32/64/128, prior 16/32/64): 136 kFLOP per output pixel per full
+network evaluation (``flops_per_pixel(ModelConfig())``, torch.utils.flop_counter), of which 12 are the prior
+extractor, computed once per tile, so each sampler step costs 125 kFLOP/px; 2,292,800 parameters (9.2 MB as
+float32). tests/test_model.py pins these; docs/model.md has the details and CPU throughput.
 """
 
 from __future__ import annotations

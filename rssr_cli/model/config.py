@@ -44,7 +44,7 @@ class ArchConfig:
 
     widths: tuple[int, ...] = (32, 64, 128)
     blocks: tuple[int, ...] = (1, 1, 2)
-    prior_widths: tuple[int, ...] = (32, 64, 128)
+    prior_widths: tuple[int, ...] = (16, 32, 64)
     prior_blocks: tuple[int, ...] = (1, 1, 2)
     time_dim: int = 128
 
