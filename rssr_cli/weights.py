@@ -132,6 +132,7 @@ def save_weights(path: str | os.PathLike[str], model: SRModel, config: ModelConf
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a model file is for everyone to read
         os.replace(tmp, target)
     except OSError as exc:
         raise WeightsError(f"cannot write weights file {target}: {exc.strerror or exc}") from exc
@@ -139,6 +140,12 @@ def save_weights(path: str | os.PathLike[str], model: SRModel, config: ModelConf
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from rssr_cli.weights import (
     read_config,
     save_weights,
 )
+from rssr_cli.weights import _umask
 
 PROVENANCE = {"data": "tests", "steps": 0, "note": "randomly initialised, untrained"}
 
@@ -79,6 +80,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(saved: tuple[Path, SRModel]) ->
     path, model = saved
     save_weights(path, model, model.config, {"again": True})
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.safetensors"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # as open() would create it, not mkstemp's 0600
     assert load_weights(path).provenance == {"again": True}
 
 
