@@ -119,3 +119,15 @@ def test_fresh_model_predicts_zero_residual() -> None:
     x = torch.randn(1, 4, 16, 16)
     with torch.no_grad():
         assert torch.count_nonzero(model(x, torch.tensor([5]), x)) == 0
+
+
+def test_bands_are_configurable() -> None:
+    """Three bands (RGB) instead of four: every layer that touches bands follows the config."""
+    config = ModelConfig.tiny(bands=("B04", "B03", "B02"))
+    model = build_model(config)
+    assert model.band_mean.shape == (3, 1, 1)
+    x = torch.randn(1, 3, 20, 20)
+    with torch.no_grad():
+        assert model(x, torch.tensor([1]), x).shape == (1, 3, 20, 20)
+    with pytest.raises(ValueError, match="normalization has 4 bands"):
+        ModelConfig(bands=("B04", "B03", "B02"))
