@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from fractions import Fraction
 from typing import Sequence
 
@@ -96,7 +96,7 @@ class DiffusionUpsampler:
         self.consistency = defaults.consistency if consistency is None else bool(consistency)
         self.seed = int(seed)
         self.samples = int(samples)
-        self.batch_size = int(batch_size) if batch_size else (8 if self.device.type == "cuda" else 1)
+        self.batch_size = int(batch_size) if batch_size is not None else (8 if self.device.type == "cuda" else 1)
         self.schedule = NoiseSchedule.from_config(self.config.schedule)
         self._check_options()
         self.t0 = self.schedule.start_index(self.start)
@@ -131,7 +131,7 @@ class DiffusionUpsampler:
         d = self.scale.denominator
         return -(-lr_pixels // d) * d
 
-    def _autocast(self):  # type: ignore[no-untyped-def]
+    def _autocast(self) -> AbstractContextManager[object]:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()

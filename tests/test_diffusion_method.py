@@ -155,6 +155,7 @@ def test_options_defaults_and_provenance(tiny: Path) -> None:
     ({"start": 1.5}, "--start"),
     ({"eta": -1.0}, "--eta"),
     ({"samples": 0}, "--samples"),
+    ({"batch_size": 0}, "--batch-size"),
 ])
 def test_bad_options_are_usage_errors(tiny: Path, options: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
