@@ -301,3 +301,22 @@ def test_manifest_rows_carry_their_own_band_maps(tmp_path):
     out = prepare_archive(manifest, options=_opts(synthetic_lr=True))
     assert out.report.sources[0].details["hr_band_map"].startswith("B02=3,B03=2,B04=1,B08=- (explicit)")
     assert not out.cache.band_valid[:, 3].any()
+
+
+def test_radiometry_overrides_apply_by_data_type():
+    disp = Radiometry(kind="display", gain=0.3, gamma=1.5, saturated=255)
+    out = prepare_archive(HR_DIR, options=_opts(synthetic_lr=True, hr_display=disp))
+    by_name = {Path(s.hr).name: s.details["hr_radiometry"] for s in out.report.sources}
+    assert by_name["swiss_crop.tif"] == "display: 0.3 * (DN/255)^1.5"
+    assert by_name["satellogic_crop.tif"] == "linear: DN * 0.0001 + 0"
+
+
+def test_prepare_options_from_a_table():
+    o = PrepareOptions.from_table({"scale": "25/2", "bands": "B02,B03,B04", "hr_bands": "B04=1,B03=2,B02=3",
+                                   "hr_display": [0.3, 1.5], "hr_scale_offset": "1e-4,0", "patch": 8})
+    assert o.scale == SCALE and o.bands == ("B02", "B03", "B04") and o.hr_bands == {"B04": 1, "B03": 2, "B02": 3}
+    assert o.hr_display.gamma == 1.5 and o.hr_radiometry.scale == 1e-4 and o.patch == 8
+    with pytest.raises(UsageError, match="unknown prepare option"):
+        PrepareOptions.from_table({"pach": 8})
+    with pytest.raises(UsageError, match="two numbers"):
+        PrepareOptions.from_table({"hr_display": "0.3"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,16 +12,6 @@ import click
 from rssr_cli.cli.options import device_opt, overwrite_opt
 
 MISSING_CHOICES = ("error", "mask")
-
-
-def _pair(text: str | None, option: str) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        a, b = (float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not two numbers A,B", param_hint=option) from None
-    return a, b
 
 
 def prepare_opts(func: Callable) -> Callable:
@@ -48,9 +37,9 @@ def prepare_opts(func: Callable) -> Callable:
         click.option("--lr-scale-offset", metavar="SCALE,OFFSET", help="LR reflectance = DN*SCALE+OFFSET "
                      "(default 1e-4,0; Sentinel-2 baseline 04.00 without the offset removed: 1e-4,-0.1)."),
         click.option("--hr-scale-offset", metavar="SCALE,OFFSET", help="HR reflectance = DN*SCALE+OFFSET "
-                     "(default for 16-bit HR: 1e-4,0)."),
-        click.option("--hr-display", metavar="GAIN,GAMMA", help="8-bit display HR: reflectance = "
-                     "GAIN*(DN/255)^GAMMA (default for 8-bit HR: 0.3,2.2)."),
+                     "for HR that is not 8-bit (default 1e-4,0)."),
+        click.option("--hr-display", metavar="GAIN,GAMMA", help="8-bit (display) HR: reflectance = "
+                     "GAIN*(DN/255)^GAMMA (default 0.3,2.2); other HR keeps --hr-scale-offset."),
         click.option("--max-shift", type=float, default=1.0, show_default=True,
                      help="Largest misregistration (LR pixels) corrected; larger ones are rejected."),
         click.option("--min-r2", type=float, default=0.5, show_default=True,
@@ -67,33 +56,13 @@ def prepare_opts(func: Callable) -> Callable:
 
 def build_prepare_options(kw: dict[str, Any]):
     """PrepareOptions from the click keywords added by :func:`prepare_opts` (they are popped from ``kw``)."""
-    from rssr_cli.errors import UsageError
     from rssr_cli.train.archive import PrepareOptions
-    from rssr_cli.train.bands import Radiometry, parse_band_map
 
-    try:
-        scale = Fraction(str(kw.pop("scale"))).limit_denominator(1000)
-    except ValueError:
-        raise UsageError("--scale must be a number or a fraction such as 25/2") from None
-    bands = tuple(b.strip().upper() for b in kw.pop("bands").split(",") if b.strip())
-    lr_so = _pair(kw.pop("lr_scale_offset"), "--lr-scale-offset")
-    hr_so = _pair(kw.pop("hr_scale_offset"), "--hr-scale-offset")
-    hr_disp = _pair(kw.pop("hr_display"), "--hr-display")
-    if hr_so and hr_disp:
-        raise UsageError("--hr-scale-offset and --hr-display contradict each other; pass one")
-    hr_rad = None
-    if hr_so:
-        hr_rad = Radiometry(kind="linear", scale=hr_so[0], offset=hr_so[1], saturated=65535)
-    elif hr_disp:
-        hr_rad = Radiometry(kind="display", gain=hr_disp[0], gamma=hr_disp[1], saturated=255)
-    lr_rad = Radiometry(kind="linear", scale=lr_so[0], offset=lr_so[1], saturated=65535) if lr_so else None
-    return PrepareOptions(
-        scale=scale, bands=bands, patch=kw.pop("patch"), stride=kw.pop("stride"),
-        synthetic_lr=kw.pop("synthetic_lr"), lr_res=kw.pop("lr_res"), hr_res=kw.pop("hr_res"),
-        lr_bands=parse_band_map(kw.pop("lr_bands"), bands), hr_bands=parse_band_map(kw.pop("hr_bands"), bands),
-        lr_radiometry=lr_rad, hr_radiometry=hr_rad, missing_band=kw.pop("missing_band"),
-        max_shift=kw.pop("max_shift"), min_r2=kw.pop("min_r2"), min_std=kw.pop("min_std"), seed=kw.pop("prep_seed"),
-    )
+    names = ("synthetic_lr", "patch", "stride", "scale", "bands", "lr_bands", "hr_bands", "missing_band", "lr_res",
+             "hr_res", "lr_scale_offset", "hr_scale_offset", "hr_display", "max_shift", "min_r2", "min_std")
+    table = {name: kw.pop(name) for name in names}
+    table["seed"] = kw.pop("prep_seed")
+    return PrepareOptions.from_table({k: v for k, v in table.items() if v is not None})
 
 
 def _interactive(ctx: click.Context) -> bool:

@@ -72,6 +72,7 @@ class PrepareOptions:
     hr_bands: Mapping[str, int | None] | None = None
     lr_radiometry: Radiometry | None = None
     hr_radiometry: Radiometry | None = None
+    hr_display: Radiometry | None = None  # 8-bit HR sources only; hr_radiometry applies to the others
     missing_band: MissingBand = "error"
     min_overlap: float = 0.0
     chunk: int = 64
@@ -97,16 +98,70 @@ class PrepareOptions:
         if self.lr_res <= 0 or (self.hr_res is not None and self.hr_res <= 0):
             raise UsageError("pixel sizes must be positive")
 
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> "PrepareOptions":
+        """Options from plain values, as in a TOML ``[prepare]`` table or the command line: ``scale = "25/2"``,
+        ``bands = "B02,B03,B04,B08"``, ``hr_bands = "B04=1,B03=2,B02=3"`` (or a table), ``lr_scale_offset`` /
+        ``hr_scale_offset = [1e-4, 0]``, ``hr_display = [0.3, 2.2]``, and the fields of this class by name."""
+        from rssr_cli.train.bands import parse_band_map
+
+        t = dict(table)
+        kw: dict[str, Any] = {}
+        try:
+            if "scale" in t:
+                kw["scale"] = Fraction(str(t.pop("scale"))).limit_denominator(1000)
+            if "bands" in t:
+                b = t.pop("bands")
+                kw["bands"] = tuple(x.strip().upper() for x in (b.split(",") if isinstance(b, str) else b)
+                                    if x.strip())
+        except (ValueError, AttributeError):
+            raise UsageError("scale must be a number or a fraction such as 25/2, bands a list of band names") \
+                from None
+        bands = kw.get("bands", cls.bands)
+        for key in ("lr_bands", "hr_bands"):
+            if key in t:
+                kw[key] = parse_band_map(t.pop(key), bands)
+        for key, kind in (("lr_scale_offset", "linear"), ("hr_scale_offset", "linear"), ("hr_display", "display")):
+            if key not in t:
+                continue
+            pair = _two_numbers(t.pop(key), key)
+            if pair is None:
+                continue
+            if kind == "display":
+                kw["hr_display"] = Radiometry(kind="display", gain=pair[0], gamma=pair[1], saturated=255)
+            else:
+                kw[key.replace("scale_offset", "radiometry")] = Radiometry(kind="linear", scale=pair[0],
+                                                                           offset=pair[1], saturated=65535)
+        names = {f for f in cls.__dataclass_fields__} - {"lr_radiometry", "hr_radiometry", "hr_display"}
+        unknown = set(t) - names
+        if unknown:
+            raise UsageError(f"unknown prepare option(s) {', '.join(sorted(unknown))}")
+        kw.update(t)
+        options = cls(**kw)
+        options.validate()
+        return options
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["scale"] = str(Fraction(self.scale))
         d["bands"] = list(self.bands)
-        for k in ("lr_radiometry", "hr_radiometry"):
+        for k in ("lr_radiometry", "hr_radiometry", "hr_display"):
             r = getattr(self, k)
             d[k] = r.describe() if r is not None else None
         for k in ("lr_bands", "hr_bands"):
             d[k] = dict(getattr(self, k)) if getattr(self, k) is not None else None
         return d
+
+
+def _two_numbers(value: Any, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        a, b = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be two numbers A,B, got {value!r}") from None
+    return a, b
 
 
 @dataclass
@@ -403,7 +458,7 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
         report.details["hr_band_map"] = f"{bmap.describe()} ({bmap.how})"
         if not _missing_ok(bmap, options, report):
             return None
-        rad = options.hr_radiometry or Radiometry.for_dtype(ds.dtypes[0])
+        rad = hr_radiometry(ds.dtypes[0], options)
         report.details["hr_radiometry"] = rad.describe()
         georeferenced = ds.crs is not None and not (ds.transform == Affine.identity() and not ds.gcps[0])
         hr_res = float(options.lr_res / s)
@@ -487,6 +542,15 @@ def _source_window(ds, src_transform, src_crs, grid, margin: int = 2):
     if col1 <= col0 or row1 <= row0:
         return None
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def hr_radiometry(dtype: str, options: PrepareOptions) -> Radiometry:
+    """The HR radiometry for a source of ``dtype``: ``hr_display`` applies to 8-bit sources only and
+    ``hr_radiometry`` (linear) to the others, so that one archive can mix 8-bit orthophotos and 16-bit reflectance
+    products (SWISSIMAGE + Satellogic) with an override for each."""
+    if np.dtype(dtype) == np.uint8:
+        return options.hr_display or Radiometry.for_dtype(dtype)
+    return options.hr_radiometry or Radiometry.for_dtype(dtype)
 
 
 def _explicit(entry: _Entry, default: Mapping[str, int | None] | None, options: PrepareOptions):
@@ -604,7 +668,7 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
         if not _missing_ok(hr_map, options, report):
             return None
         lr_rad = options.lr_radiometry or Radiometry.for_dtype(lds.dtypes[0])
-        hr_rad = options.hr_radiometry or Radiometry.for_dtype(hds.dtypes[0])
+        hr_rad = hr_radiometry(hds.dtypes[0], options)
         report.details["lr_radiometry"] = lr_rad.describe()
         report.details["hr_radiometry"] = hr_rad.describe()
         work, why = _lr_work_grid(lds, inter, options)

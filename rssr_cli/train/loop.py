@@ -197,7 +197,6 @@ def _load_data(config: TrainConfig, out: Path, dist_info: _Dist, progress: Progr
     """The patch cache: read a ``.npz``, or prepare the archive (rank 0 prepares and saves ``out/patches.npz``,
     the other ranks wait and read it)."""
     from rssr_cli.train.archive import PrepareOptions, prepare_archive
-    from rssr_cli.train.bands import parse_band_map
     from rssr_cli.train.cache import load_cache, save_cache
 
     if not config.data:
@@ -207,18 +206,7 @@ def _load_data(config: TrainConfig, out: Path, dist_info: _Dist, progress: Progr
         return load_cache(src), str(src)
     cached = out / "patches.npz"
     if dist_info.main:
-        opts = dict(config.prepare)
-        if "scale" in opts:
-            opts["scale"] = Fraction(str(opts["scale"]))
-        if "bands" in opts:
-            opts["bands"] = tuple(opts["bands"])
-        for key in ("lr_bands", "hr_bands"):
-            if key in opts:
-                opts[key] = parse_band_map(opts[key], opts.get("bands", PrepareOptions.bands))
-        try:
-            options = PrepareOptions(**opts)
-        except TypeError as exc:
-            raise UsageError(f"[prepare]: {exc}") from None
+        options = PrepareOptions.from_table(config.prepare)
         prepared = prepare_archive(src, options=options)
         save_cache(prepared.cache, cached, overwrite=True)
         if progress is not None:
