@@ -425,6 +425,9 @@ def train(
                 if old.get(key) != getattr(config, key):
                     raise UsageError(f"--resume: {key} was {old.get(key)!r} in the interrupted run, now "
                                      f"{getattr(config, key)!r}; an exact continuation needs the same value")
+            if state.get("patches") not in (None, len(cache)):
+                raise UsageError(f"--resume: the run trained on {state['patches']} patches, {data_name} has "
+                                 f"{len(cache)}; resume with the same data")
             if state.get("world_size") != dist_info.world:
                 raise UsageError(f"--resume: the run used {state.get('world_size')} process(es), now "
                                  f"{dist_info.world}; an exact continuation needs the same number")
@@ -472,6 +475,7 @@ def train(
                     "model_config": mcfg.to_dict(),
                     "train_config": config.to_dict(),
                     "world_size": dist_info.world,
+                    "patches": len(cache),
                     "metrics": metrics,
                     "rng": {"torch": torch.get_rng_state(),
                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
