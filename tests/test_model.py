@@ -68,9 +68,17 @@ def test_config_round_trip_and_validation() -> None:
         ArchConfig(widths=(8, 16), blocks=(1,))
 
 
-def test_receptive_field_bounds_the_gradient_support() -> None:
-    """No input pixel farther than receptive_field() from an output pixel can change it; nearby ones do."""
+@pytest.mark.parametrize("preset", ["tiny", "default"])
+def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
+    """No input pixel farther than receptive_field() from an output pixel can change it; and the bound is tight
+    (within 20 %), so the context the method asks for is not wasted."""
     model = random_tiny_model(seed=1)
+    if preset == "default":
+        model = build_model(ModelConfig())
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
     rf = receptive_field(model.config)
     size = 2 * rf + 24
     x = torch.randn(1, 4, size, size, requires_grad=True)
@@ -80,7 +88,8 @@ def test_receptive_field_bounds_the_gradient_support() -> None:
     for grad in (x.grad, lr_up.grad):
         support = grad.abs().sum(dim=(0, 1)).nonzero()
         reach = (support - c).abs().max().item()
-        assert 8 < reach <= rf, (reach, rf)
+        assert reach <= rf, (reach, rf)
+    assert reach >= 0.8 * rf, (reach, rf)
 
 
 def test_output_is_independent_of_the_tile_extent() -> None:

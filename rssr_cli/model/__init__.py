@@ -129,21 +129,32 @@ def build_model(config: ModelConfig) -> SRModel:
 def receptive_field(config: ModelConfig) -> int:
     """An upper bound on how far (HR pixels, each side) an input pixel can influence an output pixel.
 
-    Every 3x3 conv at level k (resolution 1/2^(k+1)) reaches 2^(k+1) HR pixels further; the bound sums the UNet path
-    (down, up) and the longest prior path, plus the pixel-(un)shuffles and nearest upsampling. Tiles need about this
-    much context to be rendered like the whole image; the effective field is much smaller.
+    A 3x3 conv whose input is at level k (resolution 1/2^(k+1)) reaches 2^(k+1) HR pixels further, and reaches add up
+    along a path. Two kinds of path: through the UNet (stem, down to the deepest level, up, out: ``unet``), and through
+    the prior features of level k, which enter the UNet at the first down block of that level and then follow the
+    rest of the UNet's path (``prior[k] + unet − before[k]``). The bound is the longest. Tiles need about this much
+    context to be rendered as in the whole image; the effective field (where the weights are not negligible) is
+    smaller.
     """
     arch = config.arch
     f = [2 ** (k + 1) for k in range(len(arch.widths))]
+    levels = len(f)
     unet = 1 + f[0] + f[0] + 1  # unshuffle, stem, out conv, shuffle
-    for k in range(len(f)):
+    for k in range(levels):
         unet += 2 * 2 * arch.blocks[k] * f[k]  # down and up blocks, two convs each
-        if k < len(f) - 1:
+        if k < levels - 1:
             unet += f[k] + f[k] + f[k + 1] // 2  # stride-2 conv, upsample conv, nearest upsampling
-    prior = 1 + f[0]
-    for k in range(len(f)):
-        prior += 2 * arch.prior_blocks[k] * f[k] + (f[k - 1] if k else 0)
-    return unet + prior
+    longest = unet
+    prior = 1 + f[0]  # unshuffle, stem
+    before = 1 + f[0]  # UNet reach up to the first down block of level k
+    for k in range(levels):
+        if k > 0:
+            prior += f[k - 1]  # the prior's stride-2 conv into level k
+            before += 2 * arch.blocks[k - 1] * f[k - 1] + f[k - 1]
+        prior += 2 * arch.prior_blocks[k] * f[k]
+        injected_after = before + f[k]  # the modulation acts after conv1 of the level's first block
+        longest = max(longest, prior + unet - injected_after)
+    return longest
 
 
 def flops_per_pixel(config: ModelConfig, size: int = 128, *, include_prior: bool = True) -> float:
