@@ -140,6 +140,7 @@ def test_synthetic_lr_archive(synthetic):
     assert np.abs(sim - lr).mean() < 0.006
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_not_georeferenced_hr_needs_pixel_size(tmp_path):
     with rasterio.open(HR_DIR / "satellogic_crop.tif") as ds:
         data = ds.read()

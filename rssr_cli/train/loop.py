@@ -523,7 +523,7 @@ def train(
                 loss = diffusion_loss(loss_model, schedule, hr_t, lr_up, dev_gen, mask=mask)
             finite = _all_reduce(torch.isfinite(loss.detach()).to(torch.int32), dist_info, "min")
             if not bool(finite):
-                raise TrainingError(f"the loss became {float(loss)!r} at step {step + 1} (lr {rate:.3g}); lower "
+                raise TrainingError(f"the loss became {float(loss.detach())!r} at step {step + 1} (lr {rate:.3g}); lower "
                                     f"--set lr=..., check the data, or --resume from {ckpt_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
