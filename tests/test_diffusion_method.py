@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from rssr_cli.degrade import downsample, upsample
 from rssr_cli.diffusion import lr_start_sample, tile_noise
-from rssr_cli.diffusion_method import DiffusionUpsampler, resolve_device
+from rssr_cli.diffusion_method import DiffusionUpsampler, keep_large_allocations, resolve_device
 from rssr_cli.errors import UsageError, WeightsError
 from rssr_cli.methods import TileResult, TileUpsampler, create_upsampler
 from rssr_cli.model import ModelConfig, build_model, receptive_field
@@ -190,3 +191,8 @@ def test_cuda_matches_cpu_roughly(tiny: Path) -> None:
     cpu = DiffusionUpsampler(tiny, device="cpu").upscale_tiles(lr, [(0, 0), (100, 0)]).mean
     gpu = DiffusionUpsampler(tiny, device="cuda").upscale_tiles(lr, [(0, 0), (100, 0)]).mean
     assert np.abs(cpu - gpu).mean() < 0.01
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_cpu_allocator_setting_applies_on_linux() -> None:
+    assert keep_large_allocations() is True
