@@ -25,7 +25,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AOIError", "DataError", "InputError", "OutputError", "RssrError", "TrainingError", "UsageError", "WeightsError",
-    "__version__", "upscale", "open_scene", "plan_upscale",
+    "__version__", "upscale", "open_scene", "plan_upscale", "prepare_archive", "train", "evaluate", "load_weights",
 ]
 
 
@@ -35,6 +35,18 @@ def __getattr__(name: str):
         from rssr_cli import pipeline
 
         return getattr(pipeline, name)
+    if name in ("prepare_archive", "train"):
+        from rssr_cli import train
+
+        return getattr(train, name)
+    if name == "evaluate":
+        from rssr_cli.evaluate import evaluate
+
+        return evaluate
+    if name == "load_weights":
+        from rssr_cli.weights import load_weights
+
+        return load_weights
     if name == "open_scene":
         from rssr_cli.scene import open_scene
 
