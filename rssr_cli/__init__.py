@@ -25,8 +25,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AOIError", "DataError", "InputError", "OutputError", "RssrError", "TrainingError", "UsageError", "WeightsError",
-    "__version__", "upscale", "open_scene", "plan_upscale", "prepare_archive", "train", "evaluate", "load_weights",
+    "__version__", "upscale", "open_scene", "plan_upscale", "load_weights",
 ]
+# Training and evaluation live in their modules: rssr_cli.train.train(...), rssr_cli.train.prepare_archive(...),
+# rssr_cli.evaluate.evaluate(...).
 
 
 def __getattr__(name: str):
@@ -35,14 +37,6 @@ def __getattr__(name: str):
         from rssr_cli import pipeline
 
         return getattr(pipeline, name)
-    if name in ("prepare_archive", "train"):
-        from rssr_cli import train
-
-        return getattr(train, name)
-    if name == "evaluate":
-        from rssr_cli.evaluate import evaluate
-
-        return evaluate
     if name == "load_weights":
         from rssr_cli.weights import load_weights
 
