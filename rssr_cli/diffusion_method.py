@@ -170,12 +170,13 @@ class DiffusionUpsampler:
         with torch.no_grad():
             # Only the network runs under autocast (bf16 on CUDA); sampler arithmetic and the projection stay in
             # float32/float64.
+            # The tiles' global origins align the network's stride-2 grid across tiles (see SRModel).
             with self._autocast():
-                priors = self.model.prior(lr_up)
+                priors = self.model.prior(lr_up, origins)
 
             def denoiser(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
                 with self._autocast():
-                    return self.model(x_t, t, cond, priors=priors).float()
+                    return self.model(x_t, t, cond, priors=priors, origins=origins).float()
 
             for s in range(self.samples):
                 def noise(k: int, s: int = s) -> torch.Tensor:

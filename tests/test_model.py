@@ -92,21 +92,40 @@ def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
     assert reach >= 0.8 * rf, (reach, rf)
 
 
-def test_output_is_independent_of_the_tile_extent() -> None:
-    """Per-pixel norms only: a tile and a larger tile containing it agree away from their borders, when the tile
-    offset is a multiple of the network's downsampling (seams come only from borders, not from tile statistics)."""
+@pytest.mark.parametrize("shift", [3, 16])
+def test_output_is_independent_of_the_tile_extent(shift: int) -> None:
+    """Per-pixel norms only, and padding aligned to the global grid through ``origins``: a tile and a larger tile
+    containing it agree away from their borders whatever the offset (seams come only from borders, not from tile
+    statistics or the stride-2 phase)."""
     model = random_tiny_model(seed=2)
     rf = receptive_field(model.config)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 4, 200, 200, generator=g)
-    lr_up = 0.1 + 0.05 * torch.randn(1, 4, 200, 200, generator=g)
-    shift = 4 * model.config.arch.downsampling
+    x = torch.randn(1, 4, 120, 120, generator=g)
+    lr_up = 0.1 + 0.05 * torch.randn(1, 4, 120, 120, generator=g)
+    t = torch.tensor([20])
     with torch.no_grad():
-        big = model(x, torch.tensor([20]), lr_up)
-        small = model(x[..., shift:, shift:], torch.tensor([20]), lr_up[..., shift:, shift:])
-    inner = slice(shift + rf, 200 - rf)
-    inner_small = slice(rf, 200 - shift - rf)
+        big = model(x, t, lr_up, origins=[(-8, 4)])
+        small = model(x[..., shift:, shift:], t, lr_up[..., shift:, shift:], origins=[(-8 + shift, 4 + shift)])
+        unaligned = model(x[..., shift:, shift:], t, lr_up[..., shift:, shift:])
+    inner = slice(shift + rf, 120 - rf)
+    inner_small = slice(rf, 120 - shift - rf)
     torch.testing.assert_close(big[..., inner, inner], small[..., inner_small, inner_small], atol=1e-4, rtol=1e-4)
+    # Without origins only offsets that are multiples of the downsampling (4 here) keep the phase.
+    phase_kept = shift % model.config.arch.downsampling == 0
+    assert torch.allclose(big[..., inner, inner], unaligned[..., inner_small, inner_small], atol=1e-4) == phase_kept
+
+
+def test_origins_batch_with_mixed_phases() -> None:
+    """Tiles of one batch may have different phases; each is padded and cropped on its own."""
+    model = random_tiny_model(seed=3)
+    x = torch.randn(3, 4, 18, 22)
+    lr_up = 0.1 + 0.05 * torch.randn(3, 4, 18, 22)
+    origins = [(0, 0), (1, 2), (-3, 7)]
+    with torch.no_grad():
+        batch = model(x, torch.tensor([4, 4, 4]), lr_up, origins=origins)
+        for i in range(3):
+            one = model(x[i:i + 1], torch.tensor([4]), lr_up[i:i + 1], origins=origins[i:i + 1])
+            torch.testing.assert_close(batch[i:i + 1], one, atol=1e-5, rtol=1e-5)
 
 
 def test_prior_features_condition_the_output() -> None:

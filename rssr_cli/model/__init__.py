@@ -25,6 +25,8 @@ float32). tests/test_model.py pins these; docs/model.md has the details and CPU 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,8 +68,13 @@ class SRModel(nn.Module):
     - ``lr_up``: the LR upsampled onto the HR grid, in **reflectance** (normalised inside, so callers never do it).
     - ``priors``: optional output of :meth:`prior` for this ``lr_up``; the sampler computes it once per tile because it
       does not depend on t.
+    - ``origins``: optional (row, col) of each tile's top-left pixel in a global HR grid (see below).
 
-    Sizes are padded (edge replication) to a multiple of ``config.arch.downsampling`` and the output cropped back.
+    Sizes are padded (edge replication) to a multiple of ``m = config.arch.downsampling`` and the output cropped back.
+    The network is translation-equivariant only for shifts that are multiples of m (its stride-2 stages sample a
+    fixed phase). With ``origins``, each tile is padded at the top/left by ``origin mod m`` so that its stride-2 grid
+    lies on the *global* grid: two overlapping tiles then compute the same features for the same ground, wherever the
+    pipeline placed them, and their outputs agree away from their borders.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -96,29 +103,51 @@ class SRModel(nn.Module):
         return lr_up + x0 * self.residual_std
 
     # --- network ----------------------------------------------------------------------------------------------------
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.config.arch.downsampling
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    def _pad(self, x: torch.Tensor, origins: Sequence[tuple[int, int]] | None) -> tuple[torch.Tensor, list[int],
+                                                                                     list[int]]:
+        """Pad to a multiple of m; with origins, aligned to the global grid. Returns the per-tile top/left pads.
 
-    def prior(self, lr_up: torch.Tensor) -> list[torch.Tensor]:
-        """Prior features of the (padded) upsampled LR, one tensor per UNet level."""
-        return self.prior_extractor(self._pad(self.normalize(lr_up)))
+        With origins every tile is padded to the same size, roundup(size + m − 1), whatever its phase, so a tile's
+        result depends on its own origin only, never on which other tiles share its batch.
+        """
+        m = self.config.arch.downsampling
+        n, _, h, w = x.shape
+        if origins is None:
+            tops, lefts = [0] * n, [0] * n
+            height, width = -(-h // m) * m, -(-w // m) * m
+        else:
+            if len(origins) != n:
+                raise ValueError(f"{n} tiles but {len(origins)} origins")
+            tops, lefts = [int(r) % m for r, _ in origins], [int(c) % m for _, c in origins]
+            height, width = -(-(h + m - 1) // m) * m, -(-(w + m - 1) // m) * m
+        if height == h and width == w:
+            return x, tops, lefts
+        padded = [F.pad(x[i:i + 1], (lefts[i], width - w - lefts[i], tops[i], height - h - tops[i]), mode="replicate")
+                  for i in range(n)] if len(set(zip(tops, lefts))) > 1 else \
+            [F.pad(x, (lefts[0], width - w - lefts[0], tops[0], height - h - tops[0]), mode="replicate")]
+        return torch.cat(padded), tops, lefts
+
+    def prior(self, lr_up: torch.Tensor, origins: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+        """Prior features of the (padded) upsampled LR, one tensor per UNet level; pass the same ``origins`` to
+        :meth:`forward`."""
+        return self.prior_extractor(self._pad(self.normalize(lr_up), origins)[0])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int | float, lr_up: torch.Tensor,
-                priors: list[torch.Tensor] | None = None) -> torch.Tensor:
+                priors: list[torch.Tensor] | None = None,
+                origins: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
         n, _, h, w = x_t.shape
         if x_t.shape != lr_up.shape:
             raise ValueError(f"x_t {tuple(x_t.shape)} and lr_up {tuple(lr_up.shape)} must have the same shape")
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(n)
-        cond = self._pad(self.normalize(lr_up))
+        cond, tops, lefts = self._pad(self.normalize(lr_up), origins)
         if priors is None:
             priors = self.prior_extractor(cond)
-        out = self.unet(self._pad(x_t), t, cond, priors)
-        return out[:, :, :h, :w]
+        out = self.unet(self._pad(x_t, origins)[0], t, cond, priors)
+        if len(set(zip(tops, lefts))) == 1:
+            return out[:, :, tops[0]:tops[0] + h, lefts[0]:lefts[0] + w]
+        return torch.cat([out[i:i + 1, :, tops[i]:tops[i] + h, lefts[i]:lefts[i] + w] for i in range(n)])
 
 
 def build_model(config: ModelConfig) -> SRModel:
