@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +26,17 @@ from rssr_cli.diffusion import (
     tile_noise,
 )
 from rssr_cli.model import ModelConfig, Normalization, ScheduleConfig, build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
+    (measured 100x slower with two threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 DATA = Path(__file__).parent / "data"
 
@@ -262,7 +274,7 @@ def test_tiny_model_overfits_a_real_pair() -> None:
     and after) halves within 60 s on a 2-core CPU. This shows the loss, network and gradients work together; it says
     nothing about quality on unseen imagery."""
     with rasterio.open(DATA / "model_satellogic_96.tif") as src:
-        hr = torch.from_numpy(src.read().astype(np.float32) / 10000)[None]
+        hr = torch.from_numpy(src.read().astype(np.float32) / 10000)[None, :, 24:72, 24:72]  # 48 x 48 m, 4 bands
     scale = Fraction(4)
     torch.manual_seed(0)  # nn.Module initialisation only
     lr_up = upsample(degrade(hr, scale, generator=torch.Generator().manual_seed(0)), scale)
@@ -280,15 +292,16 @@ def test_tiny_model_overfits_a_real_pair() -> None:
     initial = evaluate()
     optimizer = torch.optim.Adam(model.parameters(), lr=6e-3)
     g = torch.Generator().manual_seed(1)
-    started, best = time.monotonic(), initial
+    started, best, steps = time.monotonic(), initial, 0
     while time.monotonic() - started < 60 and best > initial / 2:
-        for _ in range(50):
-            loss = diffusion_loss(model, schedule, hr.expand(2, -1, -1, -1), lr_up.expand(2, -1, -1, -1), g)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        best = min(best, evaluate())
-    assert best <= initial / 2, (initial, best, time.monotonic() - started)
+        loss = diffusion_loss(model, schedule, hr, lr_up, g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if steps % 25 == 0:  # ~225 steps, 2 s on one thread of the development machine
+            best = min(best, evaluate())
+    assert best <= initial / 2, (initial, best, steps, time.monotonic() - started)
 
 
 def test_diffusion_loss_accepts_a_data_parallel_wrapper() -> None:
