@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; ``cuda[:N]`` without CUDA (or without device N) -> CPU, with a warning."""
+    """``auto`` -> CUDA if available else CPU; ``cuda[:N]`` without CUDA (or without device N) -> CPU, warning."""
     name = str(device).strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
