@@ -11,11 +11,9 @@ identical noise for the pixels they share, and the same seed gives the same nois
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from fractions import Fraction
 from typing import Sequence
@@ -28,11 +26,12 @@ from rssr_cli.diffusion.noise import tile_noise
 from rssr_cli.diffusion.samplers import ddim_timesteps, lr_start_sample
 from rssr_cli.diffusion.schedule import NoiseSchedule
 from rssr_cli.errors import UsageError
+from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods import TileResult
 from rssr_cli.model import receptive_field
 from rssr_cli.weights import LoadedModel, load_weights
 
-__all__ = ["DiffusionUpsampler", "keep_large_allocations", "resolve_device"]
+__all__ = ["DiffusionUpsampler", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,27 +60,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
             return torch.device("cpu")
         return dev
     raise UsageError(f"--device {device!r} is not a device; use auto, cpu or cuda[:N]")
-
-
-def keep_large_allocations() -> bool:
-    """Ask glibc to keep freed large blocks in the heap instead of returning them to the kernel; True if applied.
-
-    Why: a CPU network evaluation on an 800-1200 px tile allocates and frees activations of 30-200 MB many times per
-    step. Above glibc's mmap threshold (at most 32 MB) every such block is a fresh mmap, and touching it costs one
-    page fault per 4 KiB: measured here, a third of the CPU time went to the kernel (sys 3.5 s of 12 s per tile,
-    8.7 s user), and 0.4 s with this setting. The cost is that the process keeps its peak heap until it exits, which
-    a long-running upscale reaches anyway. Process-wide, harmless elsewhere, and skipped where glibc is absent.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
-    except (OSError, AttributeError):
-        return False
-    logger.debug("glibc mallopt: large blocks kept in the heap (%s)", "applied" if ok else "refused")
-    return ok
 
 
 class DiffusionUpsampler:
@@ -128,7 +106,7 @@ class DiffusionUpsampler:
         # channels_last (NHWC) suits cuDNN's bf16 kernels and oneDNN's CPU convolutions alike (~25 % faster on CPU).
         self.model = self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cpu":
-            keep_large_allocations()
+            keep_big_blocks()  # see rssr_cli.memory: page faults cost a third of CPU time otherwise
 
     def _check_options(self) -> None:
         if self.steps < 1:

@@ -14,7 +14,8 @@ import torch
 
 from rssr_cli.degrade import downsample, upsample
 from rssr_cli.diffusion import lr_start_sample, tile_noise
-from rssr_cli.diffusion_method import DiffusionUpsampler, keep_large_allocations, resolve_device
+from rssr_cli.diffusion_method import DiffusionUpsampler, resolve_device
+from rssr_cli.memory import keep_big_blocks
 from rssr_cli.errors import UsageError, WeightsError
 from rssr_cli.methods import TileResult, TileUpsampler, create_upsampler
 from rssr_cli.model import ModelConfig, build_model, receptive_field
@@ -214,4 +215,4 @@ def test_cuda_matches_cpu_roughly(tiny: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_cpu_allocator_setting_applies_on_linux() -> None:
-    assert keep_large_allocations() is True
+    assert keep_big_blocks() is True

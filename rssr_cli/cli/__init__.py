@@ -66,22 +66,6 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
-def _keep_big_arrays_out_of_the_heap() -> None:
-    """Fix glibc's mmap threshold at 4 MiB.
-
-    glibc raises the threshold after large blocks are freed, after which tile-sized numpy temporaries come from the
-    heap and freed memory stays in the process: RSS then grows with the number of tiles, not with what is live.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 4 * 2**20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More messages on stderr (-v -v: debug, tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -89,7 +73,9 @@ def _keep_big_arrays_out_of_the_heap() -> None:
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """rssr: diffusion super-resolution of Sentinel-2 imagery (10 m -> 0.8 m) to Cloud-Optimized GeoTIFFs."""
-    _keep_big_arrays_out_of_the_heap()
+    from rssr_cli.memory import return_big_blocks
+
+    return_big_blocks()  # RSS follows live memory in the tile loop (rssr_cli.memory)
     verbosity = -1 if quiet else verbose
     ctx.obj = {"verbosity": verbosity}
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
