@@ -78,6 +78,10 @@ class Grid:
         return Grid(int(window.width), int(window.height),
                     self.transform @ Affine.translation(window.col_off, window.row_off), self.crs)
 
+    def shifted(self, dy: float, dx: float) -> "Grid":
+        """The same grid moved by (dy, dx) of its own pixels (row, column directions)."""
+        return Grid(self.width, self.height, self.transform @ Affine.translation(dx, dy), self.crs)
+
     def zoom(self, scale: Fraction) -> "Grid":
         """The grid ``scale`` times finer over the same origin; sizes round up so nothing at the edge is lost."""
         return Grid(math.ceil(self.width * scale), math.ceil(self.height * scale),

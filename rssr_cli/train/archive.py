@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from rasterio.windows import Window
 
 from rssr_cli.errors import DataError, UsageError
 from rssr_cli.train.bands import (
@@ -327,7 +328,7 @@ def _read(ds, band_map: BandMap, radiometry: Radiometry, window=None, *,
 def _read_window_for(ds, dst_bounds, dst_crs, margin: int = 2):
     """The source window (with a margin) that covers ``dst_bounds`` given in ``dst_crs``; None if disjoint."""
     from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import from_bounds
 
     b = transform_bounds(dst_crs, ds.crs, *dst_bounds, densify_pts=21)
     win = from_bounds(*b, transform=ds.transform)
@@ -436,7 +437,6 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
     from rssr_cli.degrade import degrade
     from rssr_cli.train.grids import (
         LOCAL_CRS,
-        Grid,
         footprint,
         ground_pixel_size,
         is_metric,
@@ -499,7 +499,7 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
         hp = int(options.patch * s)
         parts: list[PatchCache] = []
         for k, (r0, c0, h, w, limit) in enumerate(_chunks(lr_grid.height, lr_grid.width, options)):
-            cgrid = lr_grid.window(r0, c0, h, w)
+            cgrid = lr_grid.window(Window(c0, r0, w, h))
             win = _source_window(ds, src_transform, src_crs, cgrid)
             if win is None:
                 continue
@@ -531,7 +531,7 @@ def _synthetic_source(entry: _Entry, index: int, options: PrepareOptions, report
 def _source_window(ds, src_transform, src_crs, grid, margin: int = 2):
     """The source window (with a margin) covering ``grid``; None if they do not overlap."""
     from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import from_bounds
 
     b = grid.bounds if src_crs == grid.crs else transform_bounds(grid.crs, src_crs, *grid.bounds, densify_pts=21)
     win = from_bounds(*b, transform=src_transform)
@@ -676,7 +676,7 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
             report.reason = why
             return None
         lr_grid, native_offset, warped = work
-        lr_res = lr_grid.res
+        lr_res = lr_grid.res[0]
         report.details["crs"] = lr_grid.crs.to_string()
         report.details["lr_pixel_m"] = lr_res
         report.details["lr_resampled"] = warped
@@ -687,7 +687,6 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
                              f"than x{options.max_hr_coarsening:g}")
             return None
         if native_offset is not None:
-            from rasterio.windows import Window
 
             r0, c0 = native_offset
             lr_all, lr_valid_all, _ = _read(lds, lr_map, lr_rad, Window(c0, r0, lr_grid.width, lr_grid.height),
@@ -700,7 +699,7 @@ def _pair(lr_entry: _Entry, hr_entry: _Entry, index: int, options: PrepareOption
         rejected: Counter[str] = Counter()
         valid_bands = np.array([src is not None for src in hr_map.sources], dtype=bool)
         for r0, c0, h, w, limit in _chunks(lr_grid.height, lr_grid.width, options):
-            cgrid = lr_grid.window(r0, c0, h, w)
+            cgrid = lr_grid.window(Window(c0, r0, w, h))
             lr = lr_all[:, r0: r0 + h, c0: c0 + w]
             lr_valid = lr_valid_all[r0: r0 + h, c0: c0 + w]
             info: dict[str, Any] = {"row": r0, "col": c0}

@@ -8,8 +8,6 @@ those CRSs are resampled onto the local UTM zone before anything is cut.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import rasterio
@@ -19,46 +17,11 @@ from rasterio.warp import Resampling, reproject, transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from rssr_cli.scene import Grid
+
 #: A stand-in CRS for rasters without georeferencing (resampled by pixel size only: source and target share it, so
 #: the warp is a pure affine resampling). Never written to an output.
 LOCAL_CRS = CRS.from_epsg(32631)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A raster grid as a value: shape, transform, CRS."""
-
-    width: int
-    height: int
-    transform: Affine
-    crs: CRS
-
-    @property
-    def res(self) -> float:
-        return abs(self.transform.a)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        xs = (t.c, t.c + t.a * self.width)
-        ys = (t.f, t.f + t.e * self.height)
-        return (min(xs), min(ys), max(xs), max(ys))
-
-    def window(self, row: int, col: int, height: int, width: int) -> "Grid":
-        return Grid(width, height, self.transform @ Affine.translation(col, row), self.crs)
-
-    def zoom(self, scale: Fraction) -> "Grid":
-        """The grid ``scale`` x finer over the same area; edges coincide because sizes are multiples of the
-        scale's denominator."""
-        w = Fraction(self.width) * scale
-        h = Fraction(self.height) * scale
-        if w.denominator != 1 or h.denominator != 1:
-            raise ValueError(f"grid {self.width}x{self.height} times {scale} is not whole")
-        return Grid(int(w), int(h), self.transform @ Affine.scale(1 / float(scale)), self.crs)
-
-    def shifted(self, dy: float, dx: float) -> "Grid":
-        """The same grid moved by (dy, dx) of its own pixels (row, column directions)."""
-        return Grid(self.width, self.height, self.transform @ Affine.translation(dx, dy), self.crs)
 
 
 def is_metric(crs: CRS | None) -> bool:
