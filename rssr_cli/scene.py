@@ -117,6 +117,8 @@ class Scene:
     _datasets: list = field(default_factory=list, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _use_file_masks: bool = True
+    #: True when nodata is the undeclared default (DN 0): a pixel is nodata only if every band is.
+    nodata_all_bands: bool = False
 
     def __enter__(self) -> "Scene":
         return self
@@ -151,6 +153,9 @@ class Scene:
         inner = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
         data = np.empty((len(self.bands), inner.height, inner.width), dtype=np.float32)
         valid = np.ones((inner.height, inner.width), dtype=bool)
+        # A declared nodata value marks a pixel invalid in any band; the default (DN 0, no declaration) only when every
+        # band is 0, as outside a Sentinel-2 swath: one band at 0 (NIR over dark water) is a real, clipped value.
+        all_nodata = np.ones_like(valid) if self.nodata_all_bands else None
         for i, band in enumerate(self.bands):
             ds = self._datasets[band.file]
             try:
@@ -160,10 +165,16 @@ class Scene:
             except rasterio.errors.RasterioIOError as exc:
                 raise InputError(f"cannot read {self.paths[band.file]}: {str(exc).splitlines()[0]}") from None
             if self.nodata is not None:
-                valid &= ~(np.isnan(dn) if math.isnan(self.nodata) else dn == self.nodata)
+                is_nodata = np.isnan(dn) if math.isnan(self.nodata) else dn == self.nodata
+                if all_nodata is not None:
+                    all_nodata &= is_nodata
+                else:
+                    valid &= ~is_nodata
             if dn.dtype.kind == "f":
                 valid &= np.isfinite(dn)
             data[i] = self.radiometry[i].to_reflectance(dn)
+        if all_nodata is not None:
+            valid &= ~all_nodata
         if not valid.all():
             for band in data:
                 fill = float(band[valid].mean()) if valid.any() else 0.0
@@ -324,8 +335,9 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
     elif np.dtype(dtype).kind == "f":
         nd, nd_source, use_masks = float("nan"), "default (NaN for float input)", True
     else:
-        nd, nd_source, use_masks = 0.0, "default (DN 0 is Sentinel-2 nodata)", True
+        nd, nd_source, use_masks = 0.0, "default (DN 0 in every band is Sentinel-2 nodata)", True
 
     grid = Grid(first.width, first.height, first.transform, first.crs)
     return Scene(paths=tuple(paths), grid=grid, bands=band_sources, dtype=dtype, radiometry=tuple(radiometry),
-                 nodata=nd, nodata_source=nd_source, _use_file_masks=use_masks)
+                 nodata=nd, nodata_source=nd_source, _use_file_masks=use_masks,
+                 nodata_all_bands=nd_source.startswith("default (DN 0"))

@@ -122,3 +122,17 @@ def test_vrt_of_per_band_files_with_descriptions(tmp_path):
         refl, valid = scene.read(Window(0, 0, 16, 16))
         with rasterio.open(AWS_BANDS[0]) as ds:
             np.testing.assert_allclose(refl[0], ds.read(1, window=Window(0, 0, 16, 16)) / 10000, rtol=1e-6)
+
+
+def test_undeclared_zero_is_nodata_only_in_every_band(tmp_path):
+    data = np.full((4, 6, 6), 500, dtype=np.uint16)
+    data[3, 0, 0] = 0  # NIR clipped to 0 over dark water: a real value
+    data[:, 5, 5] = 0  # outside the swath: every band 0
+    path = write_raster(tmp_path / "z.tif", data, descriptions=["B02", "B03", "B04", "B08"])
+    with open_scene(path) as scene:
+        _, valid = scene.read(Window(0, 0, 6, 6))
+        assert valid[0, 0] and not valid[5, 5] and valid.sum() == 35
+    declared = write_raster(tmp_path / "d.tif", data, nodata=0, descriptions=["B02", "B03", "B04", "B08"])
+    with open_scene(declared) as scene:  # a declared nodata value counts in any band
+        _, valid = scene.read(Window(0, 0, 6, 6))
+        assert not valid[0, 0] and not valid[5, 5]
