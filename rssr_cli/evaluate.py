@@ -301,8 +301,10 @@ def evaluate(
         from rssr_cli.diffusion_method import resolve_device
         from rssr_cli.weights import load_weights
 
-        if weights is None:
-            raise UsageError("the model methods need --weights (or evaluate --method bicubic only)")
+        if weights is None:  # the shipped model; a clear WeightsError when it is missing
+            from rssr_cli.weights import default_weights_path
+
+            weights = default_weights_path()
         dev = resolve_device(device)
         loaded = load_weights(weights, device=dev)
         if tuple(loaded.config.bands) != cache.bands:

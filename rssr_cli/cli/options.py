@@ -48,3 +48,26 @@ device_opt = click.option("--device", default="auto", show_default=True,
                           help="auto, cpu, cuda or cuda:N (auto takes CUDA when present; CPU fallback with a notice).")
 weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
                            help="Model weights file (.safetensors). Default: the model shipped in weights/.")
+
+
+def verbosity_options(command):
+    """``-v``/``-q`` after the subcommand too (``rssr upscale -q ...``), as people type them; adds to the group's."""
+
+    def apply(ctx: click.Context, param, value):
+        if not value:
+            return value
+        import logging
+
+        obj = ctx.ensure_object(dict)
+        level = obj.get("verbosity", 0)
+        level = -1 if param.name == "quiet" else max(level, 0) + value
+        obj["verbosity"] = level
+        logging.getLogger().setLevel(logging.ERROR if level < 0 else
+                                     (logging.WARNING, logging.INFO, logging.DEBUG)[min(level, 2)])
+        return value
+
+    command = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=apply,
+                           help="Only errors on stderr.")(command)
+    command = click.option("-v", "--verbose", count=True, expose_value=False, callback=apply,
+                           help="More messages on stderr.")(command)
+    return command

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from rssr_cli.cli.options import (IntList, KeyValue, device_opt, flatten_bidx, json_opt, overwrite_opt,
-                                  weights_opt)
+                                  verbosity_options, weights_opt)
 from rssr_cli.cli.progress import tile_progress
 from rssr_cli.methods import METHODS
 from rssr_cli.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
@@ -102,6 +102,7 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("--preview", is_flag=True, help="Also write a PNG quick-look (true colour) beside each output.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (window, tiles, sizes) and write nothing.")
 @json_opt
+@verbosity_options
 @click.pass_context
 def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
             bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, batch_size, scale,
