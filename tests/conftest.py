@@ -31,6 +31,18 @@ def write_raster(path: Path, data: np.ndarray, *, crs="EPSG:32632", transform=No
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
+    (measured 100x slower with two threads on a busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def utm_scene(tmp_path) -> Path:
     """Real Boadella pixels (B02, B03, B04, B08 DNs) on a 10 m UTM 32N grid, with band descriptions."""
     with rasterio.open(BOADELLA) as src:

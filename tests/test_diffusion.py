@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -28,14 +27,7 @@ from rssr_cli.diffusion import (
 from rssr_cli.model import ModelConfig, Normalization, ScheduleConfig, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
-    (measured 100x slower with two threads on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DATA = Path(__file__).parent / "data"

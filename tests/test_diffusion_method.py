@@ -6,7 +6,6 @@ import logging
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -22,14 +21,7 @@ from rssr_cli.model import ModelConfig, build_model, receptive_field
 from rssr_cli.weights import save_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
-    (measured 100x slower with two threads on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _weights(directory: Path, seed: int = 0, **overrides: object) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rssr_cli.degrade import downsample, project_consistent, upsample
+from rssr_cli.degrade import project_consistent, upsample
 from rssr_cli.errors import UsageError
 from rssr_cli.evaluate import (
     correctness,

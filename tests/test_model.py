@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
-from typing import Iterator
 
 import pytest
 import torch
@@ -13,14 +12,7 @@ from rssr_cli.degrade import upsample
 from rssr_cli.model import ArchConfig, ModelConfig, SRModel, build_model, flops_per_pixel, receptive_field
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
-    (measured 100x slower with two threads on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_tiny_model(seed: int = 0, **overrides: object) -> SRModel:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -23,14 +22,7 @@ from rssr_cli.weights import (
 from rssr_cli.weights import _umask
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast as two, and immune to OpenMP spin-waits when other jobs share the CPU
-    (measured 100x slower with two threads on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROVENANCE = {"data": "tests", "steps": 0, "note": "randomly initialised, untrained"}
