@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rssr_cli.degrade import project_consistent, upsample
-from rssr_cli.errors import UsageError
+from rssr_cli.errors import WeightsError
 from rssr_cli.evaluate import (
     correctness,
     consistency_l1,
@@ -105,7 +105,7 @@ def test_score_mean_shift(triplet):
     assert torch.allclose(shift, torch.full((4,), 0.01), atol=1e-6)
 
 
-def test_evaluate_bicubic_without_weights(triplet, tmp_path):
+def test_evaluate_bicubic_without_weights(triplet, tmp_path, monkeypatch):
     cache = save_cache(triplet[3], tmp_path / "p.npz")
     result = evaluate(cache, methods=["bicubic"])
     r = result.methods["bicubic"]
@@ -113,7 +113,9 @@ def test_evaluate_bicubic_without_weights(triplet, tmp_path):
     assert r["mean_shift"]["B08"] is not None
     table = result.table()
     assert "bicubic" in table and "improvement" in table
-    with pytest.raises(UsageError, match="--weights"):
+    # Model methods without --weights take the shipped model; when that is missing, the error says what to pass.
+    monkeypatch.setenv("RSSR_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsError, match="--weights"):
         evaluate(cache, methods=["lr_start"])
 
 
