@@ -92,7 +92,6 @@ class UpscalePlan:
     bands: tuple[str, ...]
     dtype: str
     scale: Fraction
-    aoi_masked: bool
 
     @property
     def output_bytes(self) -> int:
@@ -174,8 +173,7 @@ def _plan(scene: Scene, inputs: tuple[str, ...], output: Path, options: UpscaleO
     lr_grid = scene.grid.window(window)
     plan = UpscalePlan(inputs=inputs, output=str(output), window=window, lr_grid=lr_grid,
                        hr_grid=lr_grid.zoom(upsampler.scale), tiles=tiles.count, bands=upsampler.bands,
-                       dtype=_output_dtype(options.dtype, scene), scale=upsampler.scale,
-                       aoi_masked=bool(aoi and aoi.mask_outside))
+                       dtype=_output_dtype(options.dtype, scene), scale=upsampler.scale)
     return plan, tiles, aoi
 
 
