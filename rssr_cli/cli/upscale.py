@@ -111,7 +111,7 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
     """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
 
     INPUT is a raster GDAL can open (GeoTIFF, VRT, SAFE/JP2), or one file per band (B02.tif B03.tif B04.tif
-    B08.tif). Several scenes need --output-dir; '-' reads the input list from stdin.
+    B08.tif). Several scenes are written to --output-dir (default: the current folder); '-' reads the input list from stdin.
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 some inputs of a batch failed (the others were written).
     """
