@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +75,14 @@ class LoadedModel:
 
 
 def default_weights_path() -> Path:
-    """``$RSSR_WEIGHTS`` if set, else ``weights/rssr-s2-x12.5.safetensors`` at the top of the rssr checkout."""
+    """``$RSSR_WEIGHTS`` if set, else the shipped model: ``weights/`` at the top of the rssr checkout (editable
+    installs), or ``<prefix>/share/rssr/weights/`` where a wheel install puts it."""
     env = os.environ.get("RSSR_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+    checkout = Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+    installed = Path(sys.prefix) / "share" / "rssr" / "weights" / DEFAULT_WEIGHTS_NAME
+    return installed if not checkout.is_file() and installed.is_file() else checkout
 
 
 def resolve_weights(path: str | os.PathLike[str] | None) -> Path:
