@@ -58,3 +58,18 @@ def aws_bands(tmp_path) -> list[Path]:
         shutil.copy(src, dst)
         out.append(dst)
     return out
+
+
+def random_tiny_model(seed: int = 0, **overrides: object):
+    """A tiny model with every parameter random (the real initialisation zeroes output layers, which would hide
+    bugs: a zero network ignores its inputs)."""
+    import torch
+
+    from rssr_cli.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig.tiny(**overrides))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()

@@ -27,19 +27,12 @@ from rssr_cli.diffusion import (
 from rssr_cli.model import ModelConfig, Normalization, ScheduleConfig, build_model
 
 
+from conftest import random_tiny_model  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DATA = Path(__file__).parent / "data"
-
-
-def _random_tiny_model(seed: int = 0, **overrides: object) -> nn.Module:
-    model = build_model(ModelConfig.tiny(**overrides))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 class CountingModel(nn.Module):
@@ -109,7 +102,7 @@ def test_start_index_and_timesteps(schedule: NoiseSchedule) -> None:
 
 @pytest.mark.parametrize("steps", [1, 3, 7])
 def test_network_evaluation_counts(schedule: NoiseSchedule, steps: int) -> None:
-    model = CountingModel(_random_tiny_model())
+    model = CountingModel(random_tiny_model())
     lr_up = 0.1 + 0.05 * torch.rand(1, 4, 16, 16)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -163,7 +156,7 @@ def test_lr_start_begins_at_the_noised_lr(schedule: NoiseSchedule) -> None:
 
 
 def test_same_seed_same_output_different_seed_different(schedule: NoiseSchedule) -> None:
-    model = _random_tiny_model(seed=4)
+    model = random_tiny_model(seed=4)
     lr_up = 0.1 + 0.05 * torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
 
     def run(seed: int) -> torch.Tensor:
@@ -245,7 +238,7 @@ def test_diffusion_loss_is_a_differentiable_scalar(prediction: str, loss: str) -
 
 
 def test_diffusion_loss_mask_ignores_nodata() -> None:
-    model = _random_tiny_model(seed=6)
+    model = random_tiny_model(seed=6)
     schedule = NoiseSchedule.from_config(model.config.schedule)
     hr = 0.1 + 0.05 * torch.rand(1, 4, 32, 32, generator=torch.Generator().manual_seed(3))
     lr_up = hr + 0.01
@@ -298,7 +291,7 @@ def test_tiny_model_overfits_a_real_pair() -> None:
 
 def test_diffusion_loss_accepts_a_data_parallel_wrapper() -> None:
     """Training wraps the model (DDP); the loss must read config and normalisation through the wrapper."""
-    model = _random_tiny_model(seed=8)
+    model = random_tiny_model(seed=8)
     schedule = NoiseSchedule.from_config(model.config.schedule)
     hr = 0.1 + 0.05 * torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
     plain = diffusion_loss(model, schedule, hr, hr + 0.01, torch.Generator().manual_seed(2))

@@ -9,21 +9,12 @@ import pytest
 import torch
 
 from rssr_cli.degrade import upsample
-from rssr_cli.model import ArchConfig, ModelConfig, SRModel, build_model, flops_per_pixel, receptive_field
+from rssr_cli.model import ArchConfig, ModelConfig, build_model, flops_per_pixel, receptive_field
 
+
+from conftest import random_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def random_tiny_model(seed: int = 0, **overrides: object) -> SRModel:
-    """A tiny model with every parameter random (the real initialisation zeroes output layers, which would hide
-    bugs: a zero network ignores its inputs)."""
-    model = build_model(ModelConfig.tiny(**overrides))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 @pytest.mark.parametrize("scale, lr_size", [(Fraction(4), (5, 7)), (Fraction(10), (3, 4)),

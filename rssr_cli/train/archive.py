@@ -769,15 +769,23 @@ def _register_and_fit(hds, hr_map: BandMap, hr_rad: Radiometry, cgrid, lr: np.nd
         mov = sim.mean(axis=0)
         return phase_correlation(ref, mov, ok), sim, ok
 
-    out = warp(cgrid)
-    if out is None:
-        info["status"] = "rejected: no HR coverage"
+    def register(grid, uncovered: str):
+        """Warp onto ``grid`` and measure its shift against the LR: (data, valid, present, shift, sim, ok), or
+        (None, reason) when either is impossible."""
+        out = warp(grid)
+        if out is None:
+            return None, uncovered
+        data, hr_valid, present = out
+        shift, sim, ok = measure(data, hr_valid, present)
+        if shift is None:
+            return None, "rejected: too little valid overlap"
+        return (data, hr_valid, present, shift, sim, ok), ""
+
+    got, why = register(cgrid, "rejected: no HR coverage")
+    if got is None:
+        info["status"] = why
         return None
-    data, hr_valid, present = out
-    shift, sim, ok = measure(data, hr_valid, present)
-    if shift is None:
-        info["status"] = "rejected: too little valid overlap"
-        return None
+    data, hr_valid, present, shift, sim, ok = got
     info["shift_lr_px"] = [round(shift.dy, 3), round(shift.dx, 3)]
     info["peak"] = round(shift.peak, 3)
     if shift.peak < options.min_peak:
@@ -788,15 +796,11 @@ def _register_and_fit(hds, hr_map: BandMap, hr_rad: Radiometry, cgrid, lr: np.nd
         info["status"] = f"rejected: misregistered ({shift.magnitude:.2f} LR px > {options.max_shift:g})"
         return None
     if shift.magnitude > 0.02:
-        out = warp(cgrid.shifted(shift.dy, shift.dx))
-        if out is None:
-            info["status"] = "rejected: no HR coverage after the shift"
+        got, why = register(cgrid.shifted(shift.dy, shift.dx), "rejected: no HR coverage after the shift")
+        if got is None:
+            info["status"] = why
             return None
-        data, hr_valid, present = out
-        residual, sim, ok = measure(data, hr_valid, present)
-        if residual is None:
-            info["status"] = "rejected: too little valid overlap"
-            return None
+        data, hr_valid, present, residual, sim, ok = got
         info["residual_lr_px"] = [round(residual.dy, 3), round(residual.dx, 3)]
         if residual.magnitude > 0.2:
             info["status"] = f"rejected: registration did not converge (residual {residual.magnitude:.2f} LR px)"
