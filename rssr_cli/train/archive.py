@@ -325,22 +325,6 @@ def _read(ds, band_map: BandMap, radiometry: Radiometry, window=None, *,
     return refl, valid, present
 
 
-def _read_window_for(ds, dst_bounds, dst_crs, margin: int = 2):
-    """The source window (with a margin) that covers ``dst_bounds`` given in ``dst_crs``; None if disjoint."""
-    from rasterio.warp import transform_bounds
-    from rasterio.windows import from_bounds
-
-    b = transform_bounds(dst_crs, ds.crs, *dst_bounds, densify_pts=21)
-    win = from_bounds(*b, transform=ds.transform)
-    col0 = max(0, int(math.floor(win.col_off)) - margin)
-    row0 = max(0, int(math.floor(win.row_off)) - margin)
-    col1 = min(ds.width, int(math.ceil(win.col_off + win.width)) + margin)
-    row1 = min(ds.height, int(math.ceil(win.row_off + win.height)) + margin)
-    if col1 <= col0 or row1 <= row0:
-        return None
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
 def _area_fraction(valid: np.ndarray, scale: Fraction) -> np.ndarray:
     """Fraction of each LR pixel's HR footprint that is valid: exact area averaging by repeating each HR pixel
     ``denominator`` times and averaging blocks of ``numerator`` (12.5x: repeat 2, average 25)."""
@@ -752,7 +736,7 @@ def _register_and_fit(hds, hr_map: BandMap, hr_rad: Radiometry, cgrid, lr: np.nd
     s = Fraction(options.scale)
 
     def warp(grid):
-        win = _read_window_for(hds, grid.bounds, grid.crs)
+        win = _source_window(hds, hds.transform, hds.crs, grid)
         if win is None:
             return None
         refl, valid, present = _read(hds, hr_map, hr_rad, win)
