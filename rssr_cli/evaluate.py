@@ -257,7 +257,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _load_data(data: str | Path, prepare_options):
     from rssr_cli.train.archive import PrepareOptions, prepare_archive
-    from rssr_cli.train.cache import load_cache
+    from rssr_cli.patches import load_cache
 
     p = Path(data)
     if p.suffix == ".npz":

@@ -15,7 +15,7 @@ from rssr_cli.degrade import downsample
 from rssr_cli.errors import DataError, OutputError, UsageError
 from rssr_cli.train.archive import PrepareOptions, find_sources, prepare_archive
 from rssr_cli.train.bands import Radiometry, parse_band_map, resolve_band_map
-from rssr_cli.train.cache import decode, encode, load_cache, save_cache
+from rssr_cli.patches import decode, encode, load_cache, save_cache
 from rssr_cli.train.registration import phase_correlation
 
 DATA = Path(__file__).parent / "data"

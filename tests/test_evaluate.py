@@ -24,7 +24,7 @@ from rssr_cli.evaluate import (
     ssim,
 )
 from rssr_cli.train.archive import PrepareOptions, prepare_archive
-from rssr_cli.train.cache import save_cache
+from rssr_cli.patches import save_cache
 
 DATA = Path(__file__).parent / "data"
 SCALE = Fraction(25, 2)

@@ -72,7 +72,7 @@ def test_train_directly_on_an_archive(tmp_path):
              "--set", "prepare.missing_band=mask", "--set", 'prepare.hr_bands="B04=1,B03=2,B02=3"', "--json")
     assert r.exit_code == 0, r.output
     assert (run / "patches.npz").is_file()
-    from rssr_cli.train.cache import load_cache
+    from rssr_cli.patches import load_cache
 
     cache = load_cache(run / "patches.npz")
     assert cache.synthetic and cache.meta["report"]["options"]["hr_bands"] == {"B04": 1, "B03": 2, "B02": 3}

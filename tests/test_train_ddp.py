@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rssr_cli.train.archive import PrepareOptions, prepare_archive
-from rssr_cli.train.cache import save_cache
+from rssr_cli.patches import save_cache
 
 DATA = Path(__file__).parent / "data"
 

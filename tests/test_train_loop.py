@@ -12,7 +12,7 @@ import torch
 from rssr_cli.errors import OutputError, TrainingError, UsageError
 from rssr_cli.train.archive import PrepareOptions, prepare_archive
 from rssr_cli.train.augment import dihedral, random_crop, random_dihedral
-from rssr_cli.train.cache import save_cache
+from rssr_cli.patches import save_cache
 from rssr_cli.train.config import load_config
 from rssr_cli.train.ema import EMA
 from rssr_cli.train.loop import batch_indices, learning_rate, split_indices, train

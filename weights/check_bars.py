@@ -20,7 +20,7 @@ import torch
 
 from rssr_cli.degrade import upsample
 from rssr_cli.diffusion_method import DiffusionUpsampler
-from rssr_cli.train.cache import load_cache
+from rssr_cli.patches import load_cache
 
 
 def band_means(cache_path: str, weights: str, max_patches: int | None) -> dict[str, dict[str, float]]:

@@ -9,7 +9,7 @@ proposed change, not an API.
 """
 import numpy as np, torch, sys
 from fractions import Fraction
-from rssr_cli.train.cache import load_cache
+from rssr_cli.patches import load_cache
 from rssr_cli.degrade import upsample, project_consistent, _operator, _apply
 from rssr_cli.evaluate import score, _model_sr
 from rssr_cli.weights import load_weights

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import rasterio
 
-from rssr_cli.train.cache import load_cache
+from rssr_cli.patches import load_cache
 
 BANDS = ("B02", "B03", "B04", "B08")
 

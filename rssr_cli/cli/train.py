@@ -90,7 +90,7 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
     """
     from rssr_cli.errors import OutputError
     from rssr_cli.train.archive import prepare_archive
-    from rssr_cli.train.cache import save_cache
+    from rssr_cli.patches import save_cache
 
     options = build_prepare_options(kw)
     out = Path(output)

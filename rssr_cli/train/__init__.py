@@ -1,9 +1,10 @@
-"""Training on paired archives: pairing and patch cutting, the patch cache, the training loop (DDP), EMA.
+"""Training on paired archives: pairing and patch cutting, the training loop (DDP), EMA.
+
+The patch cache the archive is cut into lives in :mod:`rssr_cli.patches` (evaluation reads it too).
 
 Public names (imported lazily so that ``import rssr_cli.train`` stays cheap):
 
 - :func:`prepare_archive` / :class:`PrepareOptions` / :class:`PrepareReport` (:mod:`.archive`): archive -> patches;
-- :class:`PatchCache`, :func:`save_cache`, :func:`load_cache` (:mod:`.cache`);
 - :class:`TrainConfig`, :func:`load_config` (:mod:`.config`);
 - :func:`train` / :class:`TrainResult` (:mod:`.loop`).
 """
@@ -18,9 +19,6 @@ _EXPORTS = {
     "PrepareOptions": "archive",
     "PrepareReport": "archive",
     "PreparedArchive": "archive",
-    "PatchCache": "cache",
-    "save_cache": "cache",
-    "load_cache": "cache",
     "TrainConfig": "config",
     "load_config": "config",
     "train": "loop",

@@ -1,4 +1,4 @@
-"""Training archives -> aligned LR/HR patch pairs (:class:`~rssr_cli.train.cache.PatchCache`) and a report.
+"""Training archives -> aligned LR/HR patch pairs (:class:`~rssr_cli.patches.PatchCache`) and a report.
 
 Two kinds of archive:
 
@@ -49,7 +49,7 @@ from rssr_cli.train.bands import (
     resolve_band_map,
     stand_in_nir,
 )
-from rssr_cli.train.cache import PatchCache, encode
+from rssr_cli.patches import PatchCache, encode
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 

@@ -197,7 +197,7 @@ def _load_data(config: TrainConfig, out: Path, dist_info: _Dist, progress: Progr
     """The patch cache: read a ``.npz``, or prepare the archive (rank 0 prepares and saves ``out/patches.npz``,
     the other ranks wait and read it)."""
     from rssr_cli.train.archive import PrepareOptions, prepare_archive
-    from rssr_cli.train.cache import load_cache, save_cache
+    from rssr_cli.patches import load_cache, save_cache
 
     if not config.data:
         raise UsageError("no training data: pass a patch cache (.npz) or an archive")
