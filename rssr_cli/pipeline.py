@@ -29,7 +29,8 @@ from rssr_cli.aoi import AOI, bbox_aoi, geojson_aoi, parse_crs, snapped_window
 from rssr_cli.blend import FinishedRows, RowBlender
 from rssr_cli.cog import check_output, describe, scratch_raster, temporary_path, translate_to_cog, write_rows
 from rssr_cli.errors import UsageError
-from rssr_cli.methods import TileUpsampler, create_upsampler
+from rssr_cli.methods import MethodOptions, TileUpsampler
+from rssr_cli.methods.diffusion import DiffusionOptions
 from rssr_cli.scene import Grid, Radiometry, Scene, open_scene
 from rssr_cli.tiling import DEFAULT_CHUNK_WIDTH, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TilePlan, plan_tiles
 
@@ -40,27 +41,10 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """Which super-resolution method and how it samples (options that do not apply to a method are ignored)."""
-
-    method: str = "diffusion"
-    weights: str | None = None
-    device: str = "auto"
-    steps: int | None = None
-    start: float | None = None
-    eta: float | None = None
-    seed: int = 0
-    samples: int = 1
-    consistency: bool | None = None
-    batch_size: int | None = None
-    scale: Fraction | None = None  # bicubic only; the diffusion model has its own
-
-
-@dataclass(frozen=True)
 class UpscaleOptions:
     """Everything about one upscale except the input and output paths."""
 
-    method: MethodOptions = field(default_factory=MethodOptions)
+    method: MethodOptions = field(default_factory=DiffusionOptions)
     bidx: tuple[int, ...] | None = None
     nodata: float | None = None
     offset: float | None = None
@@ -177,13 +161,6 @@ def _plan(scene: Scene, inputs: tuple[str, ...], output: Path, options: UpscaleO
     return plan, tiles, aoi
 
 
-def _make_upsampler(options: UpscaleOptions) -> TileUpsampler:
-    m = options.method
-    return create_upsampler(m.method, scale=m.scale, weights=m.weights, device=m.device, steps=m.steps,
-                            start=m.start, eta=m.eta, seed=m.seed, samples=m.samples, consistency=m.consistency,
-                            batch_size=m.batch_size)
-
-
 def _inputs(inputs: str | Path | Sequence[str | Path]) -> tuple[str, ...]:
     return (str(inputs),) if isinstance(inputs, (str, Path)) else tuple(str(p) for p in inputs)
 
@@ -200,7 +177,7 @@ def plan_upscale(inputs: str | Path | Sequence[str | Path], output: str | Path |
     """The plan of an upscale (window, grid, tiles, sizes) without writing anything."""
     paths = _inputs(inputs)
     output = Path(output) if output else default_output(paths[0])
-    upsampler = upsampler or _make_upsampler(options)
+    upsampler = upsampler or options.method.build()
     with _env(options), open_scene(paths, bidx=options.bidx, bands=upsampler.bands, nodata=options.nodata,
                                    offset=options.offset) as scene:
         return _plan(scene, paths, output, options, upsampler)[0]
@@ -218,11 +195,11 @@ def upscale(inputs: str | Path | Sequence[str | Path], output: str | Path | None
     paths = _inputs(inputs)
     output = Path(output) if output else default_output(paths[0])
     check_output(output, overwrite=options.overwrite)
-    upsampler = upsampler or _make_upsampler(options)
+    upsampler = upsampler or options.method.build()
     with _env(options), open_scene(paths, bidx=options.bidx, bands=upsampler.bands, nodata=options.nodata,
                                    offset=options.offset) as scene:
         plan, tiles, aoi = _plan(scene, paths, output, options, upsampler)
-        std_output = uncertainty_path(output) if options.method.samples > 1 else None
+        std_output = uncertainty_path(output) if upsampler.samples > 1 else None
         if std_output is not None:
             check_output(std_output, overwrite=options.overwrite)
         _run(scene, plan, tiles, aoi, upsampler, options, output, std_output, progress)
@@ -295,7 +272,7 @@ def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI | None, upsa
     tags = _provenance(plan, upsampler, options)
     descriptions = [b.name for b in scene.bands]
     write_scale = encoding.radiometry is not None and scene.has_metadata_radiometry
-    batch = max(1, getattr(upsampler, "batch_size", None) or 2)
+    batch = upsampler.batch_size
     done = 0
 
     with ExitStack() as stack:

@@ -17,7 +17,7 @@ import torch
 from rasterio.windows import Window
 
 from rssr_cli.degrade import downsample, upsample
-from rssr_cli.diffusion_method import DiffusionUpsampler
+from rssr_cli.methods.diffusion import DiffusionUpsampler
 from rssr_cli.weights import DEFAULT_WEIGHTS_NAME, default_weights_path, describe_weights, load_weights
 
 DATA = Path(__file__).parent / "data"

@@ -13,10 +13,11 @@ import torch
 
 from rssr_cli.degrade import downsample, upsample
 from rssr_cli.diffusion import lr_start_sample, tile_noise
-from rssr_cli.diffusion_method import DiffusionUpsampler, resolve_device
+from rssr_cli.devices import resolve_device
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.errors import UsageError, WeightsError
-from rssr_cli.methods import TileResult, TileUpsampler, create_upsampler
+from rssr_cli.methods import TileResult, TileUpsampler, method_options
+from rssr_cli.methods.diffusion import DiffusionOptions, DiffusionUpsampler
 from rssr_cli.model import ModelConfig, build_model, receptive_field
 from rssr_cli.weights import save_weights
 
@@ -49,7 +50,7 @@ def _lr(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("scale, size", [(Fraction(4), 5), (Fraction(10), 3), (Fraction(25, 2), 4)])
 def test_contract_and_shapes(tmp_path: Path, scale: Fraction, size: int) -> None:
-    up = create_upsampler("diffusion", weights=str(_weights(tmp_path, scale=scale)), device="cpu")
+    up = method_options("diffusion", weights=str(_weights(tmp_path, scale=scale)), device="cpu", steps=None).build()
     assert isinstance(up, TileUpsampler)
     assert up.name == "diffusion" and up.scale == scale and up.bands == ("B02", "B03", "B04", "B08")
     assert up.context % scale.denominator == 0
@@ -175,12 +176,12 @@ def test_bad_options_are_usage_errors(tiny: Path, options: dict, match: str) -> 
         DiffusionUpsampler(tiny, device="cpu", **options)
 
 
-def test_scale_mismatch_and_missing_weights(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UsageError, match="does not match the model's scale"):
-        create_upsampler("diffusion", weights=str(tiny), device="cpu", scale=Fraction(4))
+def test_missing_weights_and_unknown_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RSSR_WEIGHTS", str(tmp_path / "absent.safetensors"))
     with pytest.raises(WeightsError, match="--method bicubic"):
-        create_upsampler("diffusion", device="cpu")
+        DiffusionOptions(device="cpu").build()
+    with pytest.raises(UsageError, match="unknown method 'nearest'"):
+        method_options("nearest")
 
 
 def test_device_resolution(caplog: pytest.LogCaptureFixture) -> None:
@@ -191,7 +192,7 @@ def test_device_resolution(caplog: pytest.LogCaptureFixture) -> None:
         assert resolve_device("auto").type == "cuda"
         return
     assert resolve_device("auto").type == "cpu"
-    with caplog.at_level(logging.WARNING, logger="rssr_cli.diffusion_method"):
+    with caplog.at_level(logging.WARNING, logger="rssr_cli.devices"):
         assert resolve_device("cuda:1").type == "cpu"
     assert any("falling back to the CPU" in r.getMessage() for r in caplog.records)
 

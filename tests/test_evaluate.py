@@ -12,10 +12,10 @@ import torch
 
 from rssr_cli.degrade import project_consistent, upsample
 from rssr_cli.errors import WeightsError
-from rssr_cli.evaluate import (
+from rssr_cli.evaluate import evaluate
+from rssr_cli.metrics import (
     correctness,
     consistency_l1,
-    evaluate,
     hf_ratio,
     histogram_match,
     psnr,

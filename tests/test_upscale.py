@@ -12,11 +12,11 @@ from rio_cogeo.cogeo import cog_validate
 from conftest import BOADELLA, write_raster
 from rssr_cli import upscale
 from rssr_cli.errors import OutputError
-from rssr_cli.methods import BicubicUpsampler, TileResult
-from rssr_cli.pipeline import MethodOptions, UpscaleOptions, plan_upscale
+from rssr_cli.methods import BicubicOptions, BicubicUpsampler, TileResult
+from rssr_cli.pipeline import UpscaleOptions, plan_upscale
 from rssr_cli.tiling import plan_tiles
 
-BICUBIC = MethodOptions(method="bicubic")
+BICUBIC = BicubicOptions()
 S = Fraction(25, 2)
 
 
@@ -230,6 +230,8 @@ def test_no_seams_between_tiles(utm_scene, tmp_path):
 
 
 class WithStd(BicubicUpsampler):
+    samples = 2
+
     def upscale_tiles(self, lr, origins):
         mean = super().upscale_tiles(lr, origins).mean
         return TileResult(mean=mean, std=np.full_like(mean, 0.01))
@@ -237,7 +239,7 @@ class WithStd(BicubicUpsampler):
 
 def test_samples_write_an_uncertainty_companion(utm_scene, tmp_path):
     out = tmp_path / "m.tif"
-    options = UpscaleOptions(method=MethodOptions(method="bicubic", samples=2),
+    options = UpscaleOptions(method=BICUBIC,
                              bbox=(500000, 5199000, 500200, 5199200), bbox_crs="scene")
     result = upscale(utm_scene, out, options, upsampler=WithStd())
     std_path = tmp_path / "m_std.tif"

@@ -39,10 +39,9 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
     Metrics: PSNR, SSIM, LR consistency (L1 of degraded SR vs LR), spectral angle, high-frequency energy ratio,
     per-band mean shift, and opensr-test's improvement / omission / hallucination (see docs/training.md).
     """
-    from rssr_cli.evaluate import METHODS, evaluate as run
+    from rssr_cli.evaluate import CANDIDATES, evaluate as run
 
-    options = build_prepare_options(kw)
-    chosen = methods or (METHODS if weights is not None or _default_weights_exist() else ("bicubic",))
+    chosen = methods or (CANDIDATES if weights is not None or _default_weights_exist() else ("bicubic",))
     verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
     bar = progress = None
     if verbosity >= 0 and sys.stderr.isatty():
@@ -57,9 +56,9 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
         def progress(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=name)
     try:
-        result = run(data, weights, methods=chosen, steps=steps, start=start, noise_steps=noise_steps,
-                     consistency=consistency, seed=sample_seed, device=device, max_patches=max_patches,
-                     prepare_options=options, progress=progress)
+        result = run(_patches(data, kw), weights, methods=chosen, steps=steps, start=start, noise_steps=noise_steps,
+                     consistency=consistency, seed=sample_seed, device=device, max_patches=max_patches, name=data,
+                     progress=progress)
     finally:
         if bar is not None:
             bar.stop()
@@ -67,6 +66,19 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(result.table())
+
+
+def _patches(data: str, prepare_kw: dict[str, Any]):
+    """A patch cache as is, or an archive prepared like `rssr prepare` would (in memory)."""
+    from pathlib import Path
+
+    if Path(data).suffix == ".npz":
+        from rssr_cli.patches import load_cache
+
+        return load_cache(data)
+    from rssr_cli.train.archive import prepare_archive
+
+    return prepare_archive(data, options=build_prepare_options(prepare_kw)).cache
 
 
 def _default_weights_exist() -> bool:

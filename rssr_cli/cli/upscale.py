@@ -117,9 +117,9 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
     """
     from rssr_cli.aoi import parse_bbox
     from rssr_cli.errors import RssrError, UsageError
-    from rssr_cli.pipeline import MethodOptions, UpscaleOptions, default_output, plan_upscale
+    from rssr_cli.methods import method_options
+    from rssr_cli.pipeline import UpscaleOptions, default_output, plan_upscale
     from rssr_cli.pipeline import upscale as run_upscale
-    from rssr_cli.pipeline import _make_upsampler
 
     verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
     paths = list(inputs)
@@ -135,18 +135,18 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
     if output_dir and not Path(output_dir).is_dir():
         raise click.UsageError(f"--output-dir {output_dir} is not an existing folder")
 
+    if scale and method != "bicubic":
+        raise UsageError("--scale applies to --method bicubic; the diffusion model works at its trained scale")
+    # Each method takes the flags it defines (rssr_cli.methods); the others keep their defaults.
     options = UpscaleOptions(
-        method=MethodOptions(method=method, weights=weights, device=device, steps=steps, start=start, eta=eta,
-                             seed=seed, samples=samples, consistency=consistency, batch_size=batch_size,
-                             scale=Fraction(scale).limit_denominator(1000) if scale else None),
+        method=method_options(method, weights=weights, device=device, steps=steps, start=start, eta=eta, seed=seed,
+                              samples=samples, consistency=consistency, batch_size=batch_size,
+                              scale=Fraction(scale).limit_denominator(1000) if scale else None),
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,
         blocksize=blocksize, creation_options=dict(creation_options), overview_resampling=overview_resampling,
         threads=threads, gdal_config=dict(gdal_config), overwrite=overwrite)
-    if scale and method != "bicubic":
-        raise UsageError("--scale applies to --method bicubic; the diffusion model works at its trained scale")
-
-    upsampler = _make_upsampler(options)  # once: a batch reuses the loaded model
+    upsampler = options.method.build()  # once: a batch reuses the loaded model
     failures = 0
     for scene in scenes:
         out = Path(output) if output else default_output(scene[0], output_dir)

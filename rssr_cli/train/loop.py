@@ -31,7 +31,7 @@ import platform
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -285,29 +285,26 @@ def _augment(lr_t: torch.Tensor, hr_t: torch.Tensor, synthetic: bool, scale: Fra
 
 @torch.no_grad()
 def validate(model, val_cache, config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """PSNR of the model (LR-start sampler, model defaults or ``val_steps``) and of bicubic on the held-out patches."""
-    from rssr_cli.degrade import project_consistent, upsample
-    from rssr_cli.diffusion import NoiseSchedule, lr_start_sample
-    from rssr_cli.evaluate import psnr
+    """PSNR of the model and of bicubic on the held-out patches. The model is sampled as ``rssr upscale`` samples it
+    (:func:`rssr_cli.methods.diffusion.sample_tiles`: its sampler defaults, ``val_steps`` if set, position-keyed
+    noise from the run's seed)."""
+    from rssr_cli.degrade import upsample
+    from rssr_cli.methods.diffusion import patch_origins, sample_tiles
+    from rssr_cli.metrics import psnr
 
     mc = model.config
-    schedule = NoiseSchedule.from_config(mc.schedule)
+    sampler = mc.sampler if not config.val_steps else replace(mc.sampler, steps=config.val_steps)
     n = min(len(val_cache), config.val_max_patches)
-    gen = torch.Generator(device=device).manual_seed(_seed(config.seed, 0x7A1))
     p_model, p_bic = [], []
     for i in range(0, n, max(1, config.batch_size)):
-        lr, hr, valid = val_cache.batch(np.arange(i, min(n, i + max(1, config.batch_size))))
+        idx = np.arange(i, min(n, i + max(1, config.batch_size)))
+        lr, hr, valid = val_cache.batch(idx)
         lr_t, hr_t, v = (torch.from_numpy(lr).to(device), torch.from_numpy(hr).to(device),
                          torch.from_numpy(valid).to(device))
-        lr_up = upsample(lr_t, mc.scale)
-        with _autocast(device, config.amp):
-            x0 = lr_start_sample(model, schedule, lr_up, steps=config.val_steps or mc.sampler.steps,
-                                 start=mc.sampler.start, noise=gen, prediction=mc.prediction)
-        sr = model.from_residual(x0.float(), lr_up)
-        if mc.sampler.consistency:
-            sr = project_consistent(sr, lr_t, mc.scale)
-        p_model.append(psnr(sr.float(), hr_t, v).cpu())
-        p_bic.append(psnr(lr_up, hr_t, v).cpu())
+        sr, _ = sample_tiles(model, lr_t, patch_origins(idx, hr.shape[-1]), sampler, seed=config.seed,
+                             amp=config.amp)
+        p_model.append(psnr(sr, hr_t, v).cpu())
+        p_bic.append(psnr(upsample(lr_t, mc.scale), hr_t, v).cpu())
     pm, pb = float(torch.cat(p_model).mean()), float(torch.cat(p_bic).mean())
     return {"val_psnr": pm, "val_psnr_bicubic": pb, "val_psnr_gain": pm - pb, "val_patches": n}
 

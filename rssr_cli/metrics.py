@@ -1,0 +1,190 @@
+"""Super-resolution metrics as pure functions of tensors: per-patch values, no I/O, no model.
+
+Used by ``rssr evaluate`` (:mod:`rssr_cli.evaluate`) and by the validation inside ``rssr train``; neither owns them.
+All on reflectance (N, C, H, W) on the HR grid, over the bands valid in each patch (``valid`` (N, C) bool: a masked
+NIR is left out).
+
+- ``psnr``: 10 log10(1 / MSE), peak 1.0 reflectance (as opensr-test's IPSNR), averaged over patches.
+- ``ssim``: Gaussian-window SSIM (11 px, sigma 1.5, K1 0.01, K2 0.03) per band with L = the HR patch's range.
+- ``consistency_l1``: mean |D(SR) - LR| with D the model's degradation (:func:`rssr_cli.degrade.downsample`):
+  does the SR, seen by a 10 m sensor, give back the LR?
+- ``sam_deg``: mean spectral angle between SR and HR pixel spectra, degrees.
+- ``hf_ratio``: energy of SR's high frequencies (x - U(D(x)), what a 10 m pixel cannot see) over HR's. 1 is the
+  truth's amount of detail; bicubic is near 0; above 1 is invented texture.
+- ``mean_shift``: per band mean(SR - HR): radiometric bias.
+- ``improvement`` / ``omission`` / ``hallucination``: opensr-test's correctness shares (Aybar et al. 2024),
+  reimplemented without its dependencies. Per pixel, with nd(x, y) = |x - y| / |x + y| averaged over bands:
+  d_ref = nd(U(LR), HR), d_im = nd(SR, HR) / d_ref, d_om = nd(SR, U(LR)) / d_ref; H = d_im + d_om - 1;
+  improvement = d_im + d_om (1 - exp(-l H)), omission = d_om + d_im (1 - exp(-l H)),
+  hallucination = exp(-l d_im d_om) with l = 0.05; a softmin (T = 0.25) over the three gives each pixel's shares,
+  averaged over the pixels where any distance exceeds the 75th percentile of d_ref ("auto" gradient threshold). As in
+  opensr-test, SR is first histogram-matched to HR per band (its spatial alignment step is not reproduced).
+  Differences from opensr-test, on purpose: scored on the 0.8 m HR grid itself (opensr-test needs an integer scale
+  and would resample SR and HR to 1.0 m), U is bicubic (opensr-test: bilinear), and no border mask is cut (patches
+  are already interior).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+
+from rssr_cli.degrade import downsample, upsample
+
+#: The per-patch metrics :func:`score` returns (besides the per-band sums behind ``mean_shift``).
+METRICS: tuple[str, ...] = ("psnr", "ssim", "consistency_l1", "sam_deg", "hf_ratio", "improvement", "omission",
+                            "hallucination")
+
+#: opensr-test's correctness constants (its Config defaults: im/om/ha scores 0.05, softmin temperature 0.25,
+#: "nd" distance, gradient threshold "auto" = 75th percentile of d_ref).
+CORRECTNESS_LAMBDA = 0.05
+CORRECTNESS_TEMPERATURE = 0.25
+CORRECTNESS_QUANTILE = 0.75
+
+
+def _band_weights(valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return valid.to(like.dtype)[:, :, None, None].expand_as(like)
+
+
+def psnr(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-patch PSNR (N,) over valid bands, peak ``data_range``."""
+    w = _band_weights(valid, hr)
+    mse = ((sr - hr) ** 2 * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)).clamp_min(1)
+    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g /= g.sum()
+    return g
+
+
+def ssim(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-patch SSIM (N,), mean over valid bands; L = the HR patch's value range (valid bands)."""
+    x, y = sr.double(), hr.double()
+    n, c = x.shape[:2]
+    g = _gaussian_window(device=x.device)
+    kx = g[None, None, None, :].repeat(c, 1, 1, 1)
+    ky = g[None, None, :, None].repeat(c, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, kx, groups=c), ky, groups=c)
+
+    w = valid.bool()
+    ranges = []
+    for i in range(n):
+        v = y[i][w[i]] if w[i].any() else y[i]
+        ranges.append(float(v.max() - v.min()) or 1.0)
+    L = torch.tensor(ranges, dtype=torch.float64, device=x.device)[:, None, None, None]
+    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx**2
+    syy = blur(y * y) - my**2
+    sxy = blur(x * y) - mx * my
+    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    per_band = smap.mean(dim=(2, 3))
+    wf = w.double()
+    return ((per_band * wf).sum(1) / wf.sum(1).clamp_min(1)).float()
+
+
+def consistency_l1(sr: torch.Tensor, lr: torch.Tensor, valid: torch.Tensor, scale: Fraction) -> torch.Tensor:
+    """Per-patch mean |D(SR) - LR| over valid bands."""
+    d = (downsample(sr, scale) - lr).abs()
+    w = _band_weights(valid, d)
+    return (d * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)).clamp_min(1)
+
+
+def spectral_angle(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-patch mean spectral angle (degrees) between SR and HR spectra over valid bands."""
+    w = valid.to(sr.dtype)[:, :, None, None]
+    dot = (sr * hr * w).sum(1)
+    norm = (sr * sr * w).sum(1).sqrt() * (hr * hr * w).sum(1).sqrt()
+    cos = (dot / norm.clamp_min(1e-12)).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos)).mean(dim=(1, 2))
+
+
+def high_frequency(x: torch.Tensor, scale: Fraction) -> torch.Tensor:
+    """What a 10 m pixel cannot see: x - U(D(x))."""
+    return x - upsample(downsample(x, scale), scale)
+
+
+def hf_ratio(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor, scale: Fraction) -> torch.Tensor:
+    """Per-patch energy of SR's high frequencies over HR's (valid bands)."""
+    w = _band_weights(valid, hr)
+    e_sr = (high_frequency(sr, scale) ** 2 * w).sum(dim=(1, 2, 3))
+    e_hr = (high_frequency(hr, scale) ** 2 * w).sum(dim=(1, 2, 3))
+    return e_sr / e_hr.clamp_min(1e-12)
+
+
+def histogram_match(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-band exact histogram matching of ``source`` to ``reference`` (same shape), by ranks."""
+    out = torch.empty_like(source)
+    n, c = source.shape[:2]
+    for i in range(n):
+        for b in range(c):
+            s = source[i, b].reshape(-1)
+            r = torch.sort(reference[i, b].reshape(-1)).values
+            order = torch.argsort(s)
+            matched = torch.empty_like(s)
+            matched[order] = r
+            out[i, b] = matched.reshape(source.shape[-2:])
+    return out
+
+
+def _nd(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    d = (x - y).abs() / (x + y).abs().clamp_min(1e-8)
+    return (d * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def correctness(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor, scale: Fraction,
+                *, harmonize: bool = True) -> dict[str, torch.Tensor]:
+    """opensr-test's improvement / omission / hallucination shares per patch (see the module docstring)."""
+    lr_up = upsample(lr, scale)
+    x = histogram_match(sr, hr) if harmonize else sr
+    w = valid.to(sr.dtype)[:, :, None, None].expand_as(sr)
+    d_ref = _nd(lr_up, hr, w)
+    d_im = _nd(x, hr, w)
+    d_om = _nd(x, lr_up, w)
+    out = {"improvement": [], "omission": [], "hallucination": []}
+    lam, temp = CORRECTNESS_LAMBDA, CORRECTNESS_TEMPERATURE
+    for i in range(sr.shape[0]):
+        ref = d_ref[i].reshape(-1)
+        k = max(1, int(CORRECTNESS_QUANTILE * ref.numel()))
+        thr = ref.kthvalue(k).values
+        mask = (d_ref[i] > thr) | (d_im[i] > thr) | (d_om[i] > thr)
+        if not mask.any():
+            for key in out:
+                out[key].append(float("nan"))
+            continue
+        r = d_ref[i][mask].clamp_min(1e-8)
+        im_r, om_r = d_im[i][mask] / r, d_om[i][mask] / r
+        h = im_r + om_r - 1
+        scores = torch.stack([im_r + om_r * (1 - torch.exp(-h * lam)),
+                              om_r + im_r * (1 - torch.exp(-h * lam)),
+                              torch.exp(-im_r * om_r * lam)])
+        shares = torch.softmax(-scores / temp, dim=0)
+        out["improvement"].append(float(shares[0].mean()))
+        out["omission"].append(float(shares[1].mean()))
+        out["hallucination"].append(float(shares[2].mean()))
+    return {k: torch.tensor(v) for k, v in out.items()}
+
+
+def score(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor,
+          scale: Fraction) -> dict[str, torch.Tensor]:
+    """Every metric for a batch, per patch (tensors (N,)), plus per-band sums for the mean shift."""
+    sr, lr, hr = sr.float(), lr.float(), hr.float()
+    valid = valid.bool()
+    out = {
+        "psnr": psnr(sr, hr, valid),
+        "ssim": ssim(sr, hr, valid),
+        "consistency_l1": consistency_l1(sr, lr, valid, scale),
+        "sam_deg": spectral_angle(sr, hr, valid),
+        "hf_ratio": hf_ratio(sr, hr, valid, scale),
+        **correctness(sr, lr, hr, valid, scale),
+    }
+    out["_shift_sum"] = ((sr - hr).mean(dim=(2, 3)) * valid).sum(0)
+    out["_shift_n"] = valid.sum(0).float()
+    return out
