@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from rssr_cli.atomic import atomic_write
 from rssr_cli.errors import OutputError
 from rssr_cli.scene import Grid
 
@@ -34,10 +35,6 @@ def check_output(path: Path, *, overwrite: bool) -> None:
         raise OutputError(f"the output folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise OutputError(f"the output folder {path.parent} is not writable")
-
-
-def temporary_path(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.stem}.rssr-{kind}-{os.getpid()}{path.suffix or '.tif'}")
 
 
 @contextmanager
@@ -96,16 +93,10 @@ def translate_to_cog(scratch: Path, output: Path, *, overwrite: bool, blocksize:
     profile = cog_profile(blocksize=blocksize, creation_options=creation_options or {}, nbytes=nbytes)
     if is_float and profile.get("predictor") == 2:
         profile["predictor"] = 3  # floating-point predictor
-    tmp = temporary_path(output, "cog")
-    try:
+    with atomic_write(output, overwrite=overwrite) as tmp:
         cog_translate(str(scratch), str(tmp), profile, overview_resampling=overview_resampling,
                       in_memory=False, quiet=True, config={"GDAL_NUM_THREADS": str(threads),
                                                            "GDAL_TIFF_INTERNAL_MASK": "TRUE"})
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:
             raise OutputError(f"the written file is not a valid COG: {'; '.join(errors)}")
-        if output.exists() and not overwrite:
-            raise OutputError(f"{output} appeared while rssr was running; pass --overwrite to replace it")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)

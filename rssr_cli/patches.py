@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rssr_cli.atomic import atomic_write
 from rssr_cli.errors import DataError, OutputError
 
 CACHE_FORMAT = "rssr-patches/1"
@@ -132,16 +133,11 @@ def save_cache(cache: PatchCache, path: str | os.PathLike, *, overwrite: bool = 
         raise OutputError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.exists():
         raise OutputError(f"{out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
     meta = dict(cache.meta)
     meta["format"] = CACHE_FORMAT
-    try:
+    with atomic_write(out, overwrite=overwrite) as tmp:
         np.savez_compressed(tmp, lr=cache.lr, hr=cache.hr, band_valid=cache.band_valid, pair=cache.pair,
                             origin=cache.origin, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

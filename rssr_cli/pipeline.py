@@ -27,7 +27,8 @@ from rasterio.windows import Window
 from rssr_cli import __version__
 from rssr_cli.aoi import AOI, bbox_aoi, geojson_aoi, parse_crs, snapped_window
 from rssr_cli.blend import FinishedRows, RowBlender
-from rssr_cli.cog import check_output, describe, scratch_raster, temporary_path, translate_to_cog, write_rows
+from rssr_cli.atomic import temporary_path
+from rssr_cli.cog import check_output, describe, scratch_raster, translate_to_cog, write_rows
 from rssr_cli.errors import UsageError
 from rssr_cli.methods import MethodOptions, TileUpsampler
 from rssr_cli.methods.diffusion import DiffusionOptions

@@ -25,13 +25,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from rssr_cli.atomic import atomic_write
 from rssr_cli.errors import WeightsError
 from rssr_cli.model import ModelConfig, SRModel, build_model
 
@@ -132,24 +132,13 @@ def save_weights(path: str | os.PathLike[str], model: SRModel, config: ModelConf
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a model file is for everyone to read
-        os.replace(tmp, target)
+        with atomic_write(target) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
         raise WeightsError(f"cannot write weights file {target}: {exc.strerror or exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _first_line(exc: BaseException) -> str:

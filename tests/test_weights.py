@@ -19,7 +19,7 @@ from rssr_cli.weights import (
     read_config,
     save_weights,
 )
-from rssr_cli.weights import _umask
+from rssr_cli.atomic import _umask
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -88,6 +88,7 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
     ARCHIVE is a folder with lr/ and hr/ sub-folders (pairs are found by footprint intersection), a CSV/JSON
     manifest with lr and hr columns, or with --synthetic-lr a folder (or manifest, or raster) of HR imagery only.
     """
+    from rssr_cli.atomic import atomic_write
     from rssr_cli.errors import OutputError
     from rssr_cli.train.archive import prepare_archive
     from rssr_cli.patches import save_cache
@@ -121,9 +122,8 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
     report = result.report.to_dict()
     report["cache"] = str(out)
     report["cache_bytes"] = out.stat().st_size
-    tmp = report_path.with_name(f".{report_path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    tmp.replace(report_path)
+    with atomic_write(report_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=str))
     if as_json:
         click.echo(json.dumps({k: report[k] for k in ("cache", "cache_bytes", "patches", "sources_kept",
                                                       "sources_rejected", "rejected_patches")}

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from rssr_cli.atomic import atomic_write
 from rssr_cli.errors import DataError, OutputError, TrainingError, UsageError
 from rssr_cli.train.config import TrainConfig, model_config
 
@@ -319,13 +320,8 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
