@@ -97,7 +97,7 @@ class PatchCache:
     def _fill_masked(self, lr: np.ndarray, hr: np.ndarray, valid: np.ndarray) -> np.ndarray:
         bands = list(self.bands)
         if self.synthetic:
-            from rssr_cli.train.bands import stand_in_nir
+            from rssr_cli.bands import stand_in_nir
 
             rgb = [bands.index(b) for b in ("B02", "B03", "B04")]
             fill = stand_in_nir(hr[:, rgb])[:, None]

@@ -9,7 +9,6 @@ Sentinel-2 quantification.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,35 +20,21 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
+from rssr_cli.bands import (
+    MODEL_BANDS,
+    QUANTIFICATION,
+    Radiometry,
+    dn_to_reflectance,
+    identify_band,
+    metadata_radiometry,
+)
 from rssr_cli.errors import InputError
 
-#: Sentinel-2 quantification: DN = reflectance * 10000 (+ offset from processing baseline 04.00).
-QUANTIFICATION = 10000.0
-
-#: Names that identify a 10 m band in band descriptions, file names or STAC common names.
-BAND_ALIASES: dict[str, tuple[str, ...]] = {
-    "B02": ("b02", "b2", "blue"),
-    "B03": ("b03", "b3", "green"),
-    "B04": ("b04", "b4", "red"),
-    "B08": ("b08", "b8", "nir"),
-}
-
-
-@dataclass(frozen=True)
-class Radiometry:
-    """``reflectance = DN * scale + offset`` for one band; ``source`` says where the numbers came from."""
-
-    scale: float
-    offset: float
-    source: str
-
-    def to_reflectance(self, dn: np.ndarray) -> np.ndarray:
-        return (dn.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(np.float32)
-
-    def to_dn(self, reflectance: np.ndarray) -> np.ndarray:
-        return (reflectance - np.float32(self.offset)) / np.float32(self.scale)
+# Radiometry and QUANTIFICATION live in rssr_cli.bands; they stay importable from here (pipeline.py uses them).
+__all__ = ["QUANTIFICATION", "BandSource", "Grid", "Radiometry", "Scene", "open_scene"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +52,8 @@ class Grid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        return _bounds(self.transform, self.width, self.height)
+        """(west, south, east, north): the grid is north-up (open_scene refuses rotated and flipped inputs)."""
+        return array_bounds(self.height, self.width, self.transform)
 
     @property
     def res(self) -> tuple[float, float]:
@@ -86,11 +72,6 @@ class Grid:
         """The grid ``scale`` times finer over the same origin; sizes round up so nothing at the edge is lost."""
         return Grid(math.ceil(self.width * scale), math.ceil(self.height * scale),
                     self.transform @ Affine.scale(1 / float(scale)), self.crs)
-
-
-def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
-    xs, ys = zip(*(transform @ corner for corner in ((0, 0), (width, 0), (0, height), (width, height))))
-    return (min(xs), min(ys), max(xs), max(ys))
 
 
 @dataclass(frozen=True)
@@ -151,30 +132,21 @@ class Scene:
         if r_lo >= r_hi or c_lo >= c_hi:
             raise InputError("internal: read window does not touch the scene")
         inner = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
-        data = np.empty((len(self.bands), inner.height, inner.width), dtype=np.float32)
-        valid = np.ones((inner.height, inner.width), dtype=bool)
-        # A declared nodata value marks a pixel invalid in any band; the default (DN 0, no declaration) only when every
-        # band is 0, as outside a Sentinel-2 swath: one band at 0 (NIR over dark water) is a real, clipped value.
-        all_nodata = np.ones_like(valid) if self.nodata_all_bands else None
+        dn = np.empty((len(self.bands), inner.height, inner.width), dtype=self.dtype)
+        masked = np.zeros((inner.height, inner.width), dtype=bool)
         for i, band in enumerate(self.bands):
             ds = self._datasets[band.file]
             try:
-                dn = ds.read(band.bidx, window=inner)
+                dn[i] = ds.read(band.bidx, window=inner)
                 if self._use_file_masks:
-                    valid &= ds.read_masks(band.bidx, window=inner) > 0
+                    masked |= ds.read_masks(band.bidx, window=inner) == 0
             except rasterio.errors.RasterioIOError as exc:
                 raise InputError(f"cannot read {self.paths[band.file]}: {str(exc).splitlines()[0]}") from None
-            if self.nodata is not None:
-                is_nodata = np.isnan(dn) if math.isnan(self.nodata) else dn == self.nodata
-                if all_nodata is not None:
-                    all_nodata &= is_nodata
-                else:
-                    valid &= ~is_nodata
-            if dn.dtype.kind == "f":
-                valid &= np.isfinite(dn)
-            data[i] = self.radiometry[i].to_reflectance(dn)
-        if all_nodata is not None:
-            valid &= ~all_nodata
+        # A declared nodata value marks a pixel invalid in any band; the default (DN 0, no declaration) only when every
+        # band is 0, as outside a Sentinel-2 swath: one band at 0 (NIR over dark water) is a real, clipped value.
+        data, valid = dn_to_reflectance(dn, self.radiometry, nodata=self.nodata,
+                                        nodata_in_every_band=self.nodata_all_bands)
+        valid &= ~masked
         if not valid.all():
             for band in data:
                 fill = float(band[valid].mean()) if valid.any() else 0.0
@@ -206,40 +178,11 @@ def _ten_metre_subdataset(path: str) -> str:
     return ten[0]
 
 
-def _identify(text: str | None) -> str | None:
-    """The 10 m band named in a description or file name (``B02``, ``B2``, ``blue`` ...), if any."""
-    if not text:
-        return None
-    tokens = re.split(r"[^a-z0-9]+", text.lower())
-    for name, aliases in BAND_ALIASES.items():
-        if any(alias in tokens for alias in aliases):
-            return name
-    return None
-
-
-def _metadata_radiometry(ds, bidx: int) -> tuple[float, float] | None:
-    """(scale, offset) in reflectance units from the file's metadata, or None when it carries none."""
-    scale, offset = ds.scales[bidx - 1], ds.offsets[bidx - 1]
-    if (scale, offset) != (1.0, 0.0):
-        return float(scale), float(offset)
-    # GDAL's SENTINEL2 driver and some exports carry the L1C/L2A offset and quantification as dataset tags.
-    tags = {k.upper(): v for k, v in ds.tags().items()}
-    add = next((v for k, v in tags.items() if k.endswith("ADD_OFFSET") or "ADD_OFFSET_" in k), None)
-    quant = next((v for k, v in tags.items() if k.endswith("QUANTIFICATION_VALUE")), None)
-    if add is None and quant is None:
-        return None
-    try:
-        q = float(quant) if quant is not None else QUANTIFICATION
-        return 1.0 / q, float(add or 0.0) / q
-    except ValueError:
-        return None
-
-
 def open_scene(
     paths: str | Path | Sequence[str | Path],
     *,
     bidx: Sequence[int] | None = None,
-    bands: Sequence[str] = ("B02", "B03", "B04", "B08"),
+    bands: Sequence[str] = MODEL_BANDS,
     nodata: float | None = None,
     offset: float | None = None,
 ) -> Scene:
@@ -278,8 +221,10 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
         if ds.crs is None or ds.transform == Affine.identity():
             raise InputError(f"{path} is not georeferenced (no CRS or geotransform); rssr needs both to write an "
                              "aligned output")
-        if ds.transform.b != 0 or ds.transform.d != 0:
-            raise InputError(f"{path} has a rotated geotransform; warp it to a north-up grid first (gdalwarp)")
+        t = ds.transform
+        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+            raise InputError(f"{path} has a rotated or flipped geotransform; warp it to a north-up grid first "
+                             "(gdalwarp)")
     for path, ds in zip(paths[1:], datasets[1:]):
         if (ds.crs, ds.transform, ds.shape) != (first.crs, first.transform, first.shape):
             raise InputError(f"{path} is not on the same grid as {paths[0]} (CRS, transform and size must match)")
@@ -287,8 +232,8 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
             raise InputError(f"{path} has dtype {ds.dtypes[0]}, {paths[0]} has {first.dtypes[0]}")
 
     # Every (file, band) available, with the name it declares.
-    available = [(f, b, ds.descriptions[b - 1], _identify(ds.descriptions[b - 1]) or
-                  (_identify(Path(paths[f]).stem) if ds.count == 1 else None))
+    available = [(f, b, ds.descriptions[b - 1], identify_band(ds.descriptions[b - 1]) or
+                  (identify_band(Path(paths[f]).stem) if ds.count == 1 else None))
                  for f, ds in enumerate(datasets) for b in range(1, ds.count + 1)]
     if bidx:
         if len(bidx) != len(bands):
@@ -317,12 +262,11 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
         raise InputError(f"unsupported data type {dtype}; rssr reads uint16, int16 or float32")
     radiometry = []
     for src in band_sources:
-        ds = datasets[src.file]
-        meta = _metadata_radiometry(ds, src.bidx)
+        meta = metadata_radiometry(datasets[src.file], src.bidx)
         if offset is not None:
             radiometry.append(Radiometry(1 / QUANTIFICATION, offset / QUANTIFICATION, "--offset"))
         elif meta is not None:
-            radiometry.append(Radiometry(meta[0], meta[1], "metadata"))
+            radiometry.append(meta)
         elif np.dtype(dtype).kind == "f":
             radiometry.append(Radiometry(1.0, 0.0, "float input is reflectance"))
         else:

@@ -11,10 +11,11 @@ import pytest
 import rasterio
 import torch
 
+from rssr_cli.bands import Radiometry, stand_in_nir
 from rssr_cli.degrade import downsample
 from rssr_cli.errors import DataError, OutputError, UsageError
 from rssr_cli.train.archive import PrepareOptions, find_sources, prepare_archive
-from rssr_cli.train.bands import Radiometry, parse_band_map, resolve_band_map
+from rssr_cli.train.bands import parse_band_map, resolve_band_map
 from rssr_cli.patches import decode, encode, load_cache, save_cache
 from rssr_cli.train.registration import phase_correlation
 
@@ -290,8 +291,6 @@ def test_masked_bands_are_stored_empty_and_filled_on_reading(synthetic):
     masked = ~cache.band_valid[:, 3]
     assert masked.any() and (cache.hr[masked, 3] == encode(np.float32(0.0))).all()
     _, hr, _ = cache.batch(np.flatnonzero(masked))
-    from rssr_cli.train.bands import stand_in_nir
-
     assert np.allclose(hr[:, 3], stand_in_nir(hr[:, :3]), atol=1e-6)
 
 

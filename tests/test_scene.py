@@ -1,13 +1,18 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from conftest import AWS_BANDS, BOADELLA, NOCRS, write_raster
+from rssr_cli.bands import identify_band
 from rssr_cli.errors import InputError
-from rssr_cli.scene import open_scene
+from rssr_cli.scene import Grid, open_scene
+from rssr_cli.train.bands import resolve_band_map
 
 
 def test_multiband_needs_bidx_without_descriptions():
@@ -136,3 +141,33 @@ def test_undeclared_zero_is_nodata_only_in_every_band(tmp_path):
     with open_scene(declared) as scene:  # a declared nodata value counts in any band
         _, valid = scene.read(Window(0, 0, 6, 6))
         assert not valid[0, 0] and not valid[5, 5]
+
+
+@pytest.mark.parametrize("text,band", [
+    ("Near Infrared", "B08"), ("near-infrared (NIR)", "B08"), ("B8", "B08"), ("B02.tif", "B02"),
+    ("Blue", "B02"), ("B20", None), ("reddish", None), ("B8A", None), (None, None),
+])
+def test_identify_band_matches_whole_words(text, band):
+    assert identify_band(text) == band
+
+
+def test_near_infrared_description_is_found_by_upscale_and_prepare(tmp_path):
+    descriptions = ["Red", "Green", "Blue", "Near Infrared"]
+    path = write_raster(tmp_path / "rgbn.tif", np.ones((4, 4, 4), np.uint16), descriptions=descriptions)
+    with open_scene(path) as scene:  # upscale
+        assert [(b.name, b.bidx) for b in scene.bands] == [("B02", 3), ("B03", 2), ("B04", 1), ("B08", 4)]
+    bmap = resolve_band_map(("B02", "B03", "B04", "B08"), 4, descriptions, ["gray"] * 4, None, role="hr")  # prepare
+    assert bmap.sources == (3, 2, 1, 4)
+
+
+def test_flipped_grid_is_refused(tmp_path):
+    south_up = Affine(10.0, 0, 500000.0, 0, 10.0, 5200000.0)
+    path = write_raster(tmp_path / "s.tif", np.ones((4, 4, 4), np.uint16), transform=south_up)
+    with pytest.raises(InputError, match="north-up"):
+        open_scene(path)
+
+
+def test_grid_bounds_are_west_south_east_north():
+    grid = Grid(4, 2, Affine(10.0, 0, 500000.0, 0, -10.0, 5200000.0), CRS.from_epsg(32632))
+    assert grid.bounds == (500000.0, 5199980.0, 500040.0, 5200000.0)
+    assert grid.zoom(Fraction(25, 2)).bounds == grid.bounds

@@ -28,9 +28,9 @@ def group_inputs(paths: list[str], separate: bool) -> list[tuple[str, ...]]:
     """Inputs -> scenes. Single-band files named after distinct 10 m bands (B02.tif, B03.tif ...) form one scene."""
     if separate or len(paths) <= 1:
         return [tuple(paths)] if paths else []
-    from rssr_cli.scene import _identify
+    from rssr_cli.bands import identify_band
 
-    names = [_identify(Path(p).name.split(".")[0]) for p in paths]
+    names = [identify_band(Path(p).name.split(".")[0]) for p in paths]
     if all(names) and len(set(names)) == len(names) and _all_single_band(paths):
         return [tuple(paths)]
     return [(p,) for p in paths]

@@ -39,16 +39,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from rasterio.windows import Window
 
+from rssr_cli.bands import S2_STACK_POSITIONS, Radiometry, dn_to_reflectance, stand_in_nir
 from rssr_cli.errors import DataError, UsageError
-from rssr_cli.train.bands import (
-    MISSING_BAND_CHOICES,
-    S2_STACK_POSITIONS,
-    BandMap,
-    MissingBand,
-    Radiometry,
-    resolve_band_map,
-    stand_in_nir,
-)
+from rssr_cli.train.bands import MISSING_BAND_CHOICES, BandMap, MissingBand, resolve_band_map
 from rssr_cli.patches import PatchCache, encode
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
@@ -315,13 +308,10 @@ def _read(ds, band_map: BandMap, radiometry: Radiometry, window=None, *,
     idx = [band_map.sources[c] for c in present]
     dn = ds.read(idx, window=window, boundless=False)
     masks = ds.read_masks(idx, window=window)
-    valid = (masks > 0).all(axis=0)
-    if radiometry.saturated is not None:
-        valid &= ~(dn >= radiometry.saturated).any(axis=0)
-    if zero_is_nodata and ds.nodata is None and np.issubdtype(dn.dtype, np.integer):
-        valid &= ~(dn == 0).all(axis=0)
-    refl = radiometry.to_reflectance(dn)
-    valid &= np.isfinite(refl).all(axis=0)
+    undeclared_zero = zero_is_nodata and ds.nodata is None and np.issubdtype(dn.dtype, np.integer)
+    refl, valid = dn_to_reflectance(dn, [radiometry] * len(idx), nodata=0.0 if undeclared_zero else None,
+                                    nodata_in_every_band=True)
+    valid &= (masks > 0).all(axis=0)
     return refl, valid, present
 
 

@@ -50,7 +50,7 @@ def crop(src: Path, dst: Path, window: Window) -> None:
 
 def make_lr(hr_path: Path, dst: Path) -> None:
     from rssr_cli.degrade import downsample
-    from rssr_cli.train.bands import Radiometry, stand_in_nir
+    from rssr_cli.bands import Radiometry, stand_in_nir
     from rssr_cli.train.grids import footprint, snapped_grid, to_crs, utm_crs, warp_average
 
     scale = Fraction(25, 2)
