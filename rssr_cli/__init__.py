@@ -5,8 +5,6 @@ The public Python API; the ``rssr`` command line is a thin layer over it. Heavy 
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from rssr_cli.errors import (
     AOIError,
     DataError,
@@ -18,10 +16,7 @@ from rssr_cli.errors import (
     WeightsError,
 )
 
-try:
-    __version__ = version("rssr")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from rssr_cli.version import __version__
 
 __all__ = [
     "AOIError", "DataError", "InputError", "OutputError", "RssrError", "TrainingError", "UsageError", "WeightsError",
@@ -34,7 +29,7 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy public API: `import rssr_cli` stays light, `rssr_cli.upscale(...)` works in a notebook.
     if name in ("upscale", "plan_upscale", "UpscaleOptions", "UpscaleResult"):
-        from rssr_cli import pipeline
+        import rssr_cli.pipeline as pipeline
 
         return getattr(pipeline, name)
     if name == "load_weights":

@@ -24,7 +24,7 @@ import rasterio
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from rssr_cli import __version__
+from rssr_cli.version import __version__
 from rssr_cli.aoi import AOI, bbox_aoi, geojson_aoi, parse_crs, snapped_window
 from rssr_cli.blend import FinishedRows, RowBlender
 from rssr_cli.atomic import temporary_path
