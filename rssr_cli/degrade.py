@@ -11,7 +11,8 @@ Public API (stable; other modules import these names):
 - ``degrade(hr, scale, *, generator, noise_std=NOISE_STD, jitter=JITTER) -> lr``: ``downsample`` plus sensor noise and a
   small per-band gain jitter.
 - ``upsample(lr, scale) -> hr``: bicubic onto the HR grid, pixel centres aligned as GDAL does.
-- ``project_consistent(sr, lr, scale) -> sr'``: ``sr + D⁺(lr − D sr)``, so that ``downsample(sr') == lr``.
+- ``project_consistent(sr, lr, scale, *, damping=0) -> sr'``: ``sr + D⁺(lr − D sr)``, so that ``downsample(sr') == lr``
+  (exactly for ``damping`` 0, up to the LR's noise for a Tikhonov-damped inverse).
 - ``psf_sigma(scale) -> float``: the PSF's standard deviation in HR pixels.
 
 All functions take torch tensors (N, C, H, W) of reflectance on any device. ``scale`` is HR pixels per LR pixel, a
@@ -121,10 +122,11 @@ def _operator(n: int, scale: Fraction) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _pseudo_inverse(n: int, scale: Fraction) -> np.ndarray:
-    """D_axis⁺ = Dᵀ (D Dᵀ)⁻¹, (n × m): the minimum-norm right inverse, so D D⁺ = I exactly (D has full row rank)."""
+def _pseudo_inverse(n: int, scale: Fraction, damping: float = 0.0) -> np.ndarray:
+    """D_axis⁺ = Dᵀ (D Dᵀ + λ I)⁻¹, (n × m). λ = 0: the minimum-norm right inverse, so D D⁺ = I exactly (D has full
+    row rank); λ > 0: Tikhonov-damped, which stops LR noise being amplified through the small singular values of D."""
     d = _operator(n, scale)
-    return d.T @ np.linalg.inv(d @ d.T)
+    return d.T @ np.linalg.inv(d @ d.T + damping * np.eye(d.shape[0]))
 
 
 def _matrix(table: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -188,12 +190,15 @@ def upsample(lr: torch.Tensor, scale: Fraction | float) -> torch.Tensor:
     return F.interpolate(work, size=(int(size[0]), int(size[1])), mode="bicubic", align_corners=False)
 
 
-def project_consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction | float) -> torch.Tensor:
+def project_consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction | float, *,
+                       damping: float = 0.0) -> torch.Tensor:
     """Replace the low frequencies of ``sr`` by those of ``lr``: ``sr + D⁺ (lr − D sr)``.
 
     With per-axis pseudo-inverses, ``D D⁺ = I``, so ``downsample(result) == lr`` up to float rounding; the correction
     lies in the row space of D (PSF-blurred LR-pixel footprints), so the high frequencies of ``sr`` — what the model
-    adds — are untouched. Computed in float64 and returned in ``sr``'s dtype.
+    adds — are untouched. ``damping`` λ > 0 uses the Tikhonov inverse ``Dᵀ (D Dᵀ + λ I)⁻¹`` per axis instead (DDNM+'s
+    remedy for a noisy LR): consistency then holds only up to the LR's noise, which is not pushed back through the
+    inverse of the blur. Computed in float64 and returned in ``sr``'s dtype.
     """
     s = _as_fraction(scale)
     h, w = sr.shape[-2:]
@@ -201,5 +206,5 @@ def project_consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction | flo
         raise ValueError(f"LR shape {tuple(lr.shape[-2:])} does not match SR shape {(h, w)} at scale {float(s):g}")
     sr64 = sr.double()
     residual = lr.double() - _apply(sr64, _operator(h, s), _operator(w, s))
-    correction = _apply(residual, _pseudo_inverse(h, s), _pseudo_inverse(w, s))
+    correction = _apply(residual, _pseudo_inverse(h, s, float(damping)), _pseudo_inverse(w, s, float(damping)))
     return (sr64 + correction).to(sr.dtype)

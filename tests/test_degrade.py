@@ -63,6 +63,26 @@ def test_project_consistent_is_exact(scale: Fraction) -> None:
     assert (again - out).abs().max().item() < 1e-5
 
 
+def test_damped_projection_trades_consistency_for_less_noise_amplification() -> None:
+    """λ > 0: the correction of a noisy LR is smaller (noise is not pushed through the inverse of the blur), D(out)
+    moves towards the LR but not all the way; λ = 0 is the exact projection."""
+    scale = Fraction(25, 2)
+    hr = _hr(scale)
+    g = torch.Generator().manual_seed(2)
+    lr = downsample(hr, scale) + 0.002 * torch.randn((2, 4, 6, 8), generator=g)
+    exact = project_consistent(hr, lr, scale)
+    assert torch.equal(project_consistent(hr, lr, scale, damping=0.0), exact)
+    before = (downsample(hr, scale) - lr).abs().mean()
+    sizes, misfits = [], []
+    for lam in (0.01, 0.1):
+        out = project_consistent(hr, lr, scale, damping=lam)
+        sizes.append((out - hr).pow(2).mean().item())
+        misfits.append((downsample(out, scale) - lr).abs().mean().item())
+        assert misfits[-1] < before
+    assert sizes[0] > sizes[1] and (exact - hr).pow(2).mean().item() > sizes[0]
+    assert misfits[0] < misfits[1]
+
+
 def test_project_consistent_keeps_high_frequencies() -> None:
     """A pattern D cannot see (period two HR pixels) passes through the projection untouched."""
     scale = Fraction(4)
