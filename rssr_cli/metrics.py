@@ -5,7 +5,8 @@ All on reflectance (N, C, H, W) on the HR grid, over the bands valid in each pat
 NIR is left out).
 
 - ``psnr``: 10 log10(1 / MSE), peak 1.0 reflectance (as opensr-test's IPSNR), averaged over patches.
-- ``ssim``: Gaussian-window SSIM (11 px, sigma 1.5, K1 0.01, K2 0.03) per band with L = the HR patch's range.
+- ``ssim``: Gaussian-window SSIM (11 px, sigma 1.5, K1 0.01, K2 0.03; pytorch-msssim) per band with L = the HR
+  patch's range.
 - ``consistency_l1``: mean |D(SR) - LR| with D the model's degradation (:func:`rssr_cli.degrade.downsample`):
   does the SR, seen by a 10 m sensor, give back the LR?
 - ``sam_deg``: mean spectral angle between SR and HR pixel spectra, degrees.
@@ -26,10 +27,11 @@ NIR is left out).
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
+import pytorch_msssim
 import torch
-import torch.nn.functional as F
 
 from rssr_cli.degrade import downsample, upsample
 
@@ -55,39 +57,32 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor, data_range: fl
     return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """The SSIM window for one channel (1, 1, 1, size) in float64: pytorch-msssim's own is float32, and its ~1e-7 error
+    in the weights' sum, magnified by the variance's E[x^2] - E[x]^2, moves SSIM by up to ~1e-4."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g /= g.sum()
-    return g
+    return (g / g.sum())[None, None, None, :]
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-patch SSIM (N,), mean over valid bands; L = the HR patch's value range (valid bands)."""
+    """Per-patch SSIM (N,), mean over valid bands; L = the HR patch's value range (valid bands).
+
+    pytorch-msssim computes the SSIM of each band (passed as its own one-channel image, valid convolution). It takes
+    one data range for the whole batch, so each patch is divided by its own L instead: SSIM does not change when the
+    images and L are scaled together (every term of the formula scales by L squared).
+    """
     x, y = sr.double(), hr.double()
-    n, c = x.shape[:2]
-    g = _gaussian_window(device=x.device)
-    kx = g[None, None, None, :].repeat(c, 1, 1, 1)
-    ky = g[None, None, :, None].repeat(c, 1, 1, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, kx, groups=c), ky, groups=c)
-
-    w = valid.bool()
-    ranges = []
-    for i in range(n):
-        v = y[i][w[i]] if w[i].any() else y[i]
-        ranges.append(float(v.max() - v.min()) or 1.0)
-    L = torch.tensor(ranges, dtype=torch.float64, device=x.device)[:, None, None, None]
-    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx**2
-    syy = blur(y * y) - my**2
-    sxy = blur(x * y) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    per_band = smap.mean(dim=(2, 3))
-    wf = w.double()
-    return ((per_band * wf).sum(1) / wf.sum(1).clamp_min(1)).float()
+    n, c, h, w = x.shape
+    band_ok = valid.bool()
+    # L over the valid bands (all bands when none is valid; 1 for a constant patch).
+    in_range = torch.where(band_ok.any(1, keepdim=True), band_ok, True)[:, :, None, None].expand_as(y)
+    L = y.masked_fill(~in_range, -math.inf).amax((1, 2, 3)) - y.masked_fill(~in_range, math.inf).amin((1, 2, 3))
+    L = torch.where(L > 0, L, 1.0)[:, None, None, None]
+    per_band = pytorch_msssim.ssim((x / L).reshape(n * c, 1, h, w), (y / L).reshape(n * c, 1, h, w), data_range=1.0,
+                                   size_average=False, win=_gaussian_window(), K=(0.01, 0.03)).reshape(n, c)
+    weights = band_ok.double()
+    return ((per_band * weights).sum(1) / weights.sum(1).clamp_min(1)).float()
 
 
 def consistency_l1(sr: torch.Tensor, lr: torch.Tensor, valid: torch.Tensor, scale: Fraction) -> torch.Tensor:

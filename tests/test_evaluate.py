@@ -54,6 +54,23 @@ def test_psnr_and_ssim(triplet):
     assert torch.all(psnr(broken, hr, masked) > 100)
 
 
+def test_ssim_values(triplet):
+    """SSIM pinned three ways: the closed form on constant images, the ordering of degradations, and the values of
+    the former hand-written implementation (float64 Gaussian window, valid convolution) on a fixed input."""
+    # Constant images: no variance, so SSIM = (2ab + C1) / (a^2 + b^2 + C1) with L = 1 (the HR range is 0).
+    a, b = torch.full((1, 2, 16, 16), 0.2), torch.full((1, 2, 16, 16), 0.1)
+    assert float(ssim(a, b, torch.ones(1, 2, dtype=torch.bool))) == pytest.approx((0.04 + 1e-4) / (0.05 + 1e-4))
+    _, hr, valid, _ = triplet
+    g = torch.Generator().manual_seed(3)
+    values = [ssim(hr + sigma * torch.randn(hr.shape, generator=g), hr, valid) for sigma in (0.002, 0.01, 0.05)]
+    assert torch.all(values[0] > values[1]) and torch.all(values[1] > values[2])
+    g = torch.Generator().manual_seed(42)
+    hr = 0.05 + 0.3 * torch.rand(2, 3, 16, 16, generator=g)
+    sr = hr + 0.02 * torch.randn(2, 3, 16, 16, generator=g)
+    valid = torch.tensor([[True, True, True], [True, False, True]])
+    assert ssim(sr, hr, valid).tolist() == pytest.approx([0.9732421636581421, 0.9717674851417542], abs=1e-6)
+
+
 def test_consistency_of_projection(triplet):
     lr, hr, valid, _ = triplet
     sr = upsample(lr, SCALE) + 0.05 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(1))
