@@ -1,12 +1,12 @@
 """Check the default model's bars on held-out imagery; prints a Markdown table for weights/README.md.
 
     rssr evaluate data-work/test.npz --weights weights/rssr-s2-x12.5.safetensors --json > weights/results/test.json
-    python weights/check_bars.py weights/results/test.json data-work/test.npz weights/rssr-s2-x12.5.safetensors
+    python scripts/check_bars.py weights/results/test.json data-work/test.npz weights/rssr-s2-x12.5.safetensors
 
 The evaluation JSON gives PSNR, consistency and the high-frequency energy ratio of the three methods. The per-band
 means are compared with the LR's here (``rssr evaluate`` reports the bias against the HR), by running the model as
-``rssr upscale`` does (:class:`~rssr_cli.diffusion_method.DiffusionUpsampler`, position-based noise, the weights'
-sampler defaults) on the same patches.
+``rssr upscale`` and ``rssr evaluate`` do (:class:`~rssr_cli.methods.diffusion.DiffusionUpsampler`, position-keyed
+noise at :func:`~rssr_cli.methods.diffusion.patch_origins`, the weights' sampler defaults) on the same patches.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from rssr_cli.degrade import upsample
-from rssr_cli.diffusion_method import DiffusionUpsampler
+from rssr_cli.methods.diffusion import DiffusionUpsampler, patch_origins
+from rssr_cli.metrics import hf_ratio, psnr
 from rssr_cli.patches import load_cache
 
 
@@ -30,8 +31,8 @@ def band_means(cache_path: str, weights: str, max_patches: int | None) -> dict[s
     ratios: dict[str, list[np.ndarray]] = {"lr_start": [], "bicubic": []}
     for i in range(0, n, 8):
         idx = np.arange(i, min(n, i + 8))
-        lr, _, _ = cache.batch(idx)
-        sr = up.upscale_tiles(lr, [(0, 1000 * int(j)) for j in idx]).mean
+        lr, hr, _ = cache.batch(idx)
+        sr = up.upscale_tiles(lr, patch_origins(idx, hr.shape[-1])).mean
         bic = upsample(torch.from_numpy(lr), cache.scale).numpy()
         m_lr = lr.mean(axis=(2, 3))
         ratios["lr_start"].append(sr.mean(axis=(2, 3)) / m_lr - 1)
@@ -49,12 +50,10 @@ def band_means(cache_path: str, weights: str, max_patches: int | None) -> dict[s
 def per_band(cache_path: str, weights: str) -> dict[str, dict[str, dict[str, float]]]:
     """PSNR and high-frequency energy ratio per band (model as ``rssr upscale`` runs it, and bicubic), over the
     patches where the band is valid: on the Satellogic test patches this is the only HR NIR check there is."""
-    from rssr_cli.evaluate import hf_ratio, psnr
-
     cache = load_cache(cache_path)
     lr, hr, valid = cache.batch(np.arange(len(cache)))
     up = DiffusionUpsampler(weights, device="cpu")
-    sr = torch.from_numpy(up.upscale_tiles(lr, [(0, 1000 * j) for j in range(len(cache))]).mean)
+    sr = torch.from_numpy(up.upscale_tiles(lr, patch_origins(range(len(cache)), hr.shape[-1])).mean)
     bic = upsample(torch.from_numpy(lr), cache.scale)
     hr_t, v = torch.from_numpy(hr), torch.from_numpy(valid)
     out: dict[str, dict[str, dict[str, float]]] = {}

@@ -1,28 +1,49 @@
-"""Experiment (not part of the shipped sampler): exact vs Tikhonov-regularised consistency projection.
+"""Experiment (not the shipped sampler): exact vs Tikhonov-damped consistency projection on the validation split.
 
-    python weights/experiment_soft_consistency.py WEIGHTS data-work/val.npz
+    python scripts/experiment_soft_consistency.py WEIGHTS data-work/val.npz [--steps 1 --start 1.0]
 
-Runs the model as a 1-step posterior mean (LR-start, start 1.0) on the validation cache and scores: no projection,
-the exact projection (rssr_cli.degrade.project_consistent), and sr + D^T (D D^T + lam I)^-1 (lr - D sr) per axis for
-a few lam. Uses private helpers of rssr_cli.degrade / rssr_cli.evaluate on purpose: it is a measurement for a
-proposed change, not an API.
+Runs the model as ``rssr upscale`` does but without its projection (1-step posterior mean by default), then scores:
+no projection, the exact projection (``project_consistent``) and the damped one (``damping`` λ) for a few λ, with
+the metrics ``rssr evaluate`` reports.
 """
-import numpy as np, torch, sys
-from fractions import Fraction
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from rssr_cli.degrade import project_consistent, upsample
+from rssr_cli.methods.diffusion import DiffusionUpsampler, patch_origins
+from rssr_cli.metrics import score
 from rssr_cli.patches import load_cache
-from rssr_cli.degrade import upsample, project_consistent, _operator, _apply
-from rssr_cli.evaluate import score, _model_sr
-from rssr_cli.weights import load_weights
-c=load_cache(sys.argv[2]); lr,hr,v=c.batch(np.arange(len(c)))
-lr,hr,v=map(torch.from_numpy,(lr,hr,v))
-S=c.scale
-L=load_weights(sys.argv[1])
-sr=torch.cat([_model_sr('lr_start',L,lr[i:i+8],np.arange(i,min(len(c),i+8)),{'lr_start_steps':1,'start':1.0},0) for i in range(0,len(c),8)])
-def soft(sr, lr, lam):
-    h=sr.shape[-1]; d=_operator(h,S)
-    pinv = d.T @ np.linalg.inv(d@d.T + lam*np.eye(d.shape[0]))
-    res = lr.double() - _apply(sr.double(), d, d)
-    return (sr.double() + _apply(res, pinv, pinv)).float()
-bic=upsample(lr,S)
-for name,x in [('bicubic',bic),('model raw',sr),('model proj',project_consistent(sr,lr,S))]+[(f'model soft {lam}',soft(sr,lr,lam)) for lam in (0.01,0.03,0.1,0.3)]:
-    s=score(x,lr,hr,v,S); print(name, {k: round(float(s[k].mean()),5) for k in ('psnr','ssim','hf_ratio','consistency_l1')})
+
+DAMPINGS = (0.01, 0.03, 0.1, 0.3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("data")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--start", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cache = load_cache(args.data)
+    lr, hr, valid = cache.batch(np.arange(len(cache)))
+    model = DiffusionUpsampler(args.weights, device="cpu", steps=args.steps, start=args.start, consistency=False,
+                               seed=args.seed, batch_size=8)
+    raw = torch.from_numpy(model.upscale_tiles(lr, patch_origins(range(len(cache)), hr.shape[-1])).mean)
+    lr_t, hr_t, valid_t = map(torch.from_numpy, (lr, hr, valid))
+    candidates = [("bicubic", upsample(lr_t, cache.scale)), ("model raw", raw),
+                  ("model exact", project_consistent(raw, lr_t, cache.scale))]
+    candidates += [(f"model damped {lam:g}", project_consistent(raw, lr_t, cache.scale, damping=lam))
+                   for lam in DAMPINGS]
+    for name, sr in candidates:
+        s = score(sr, lr_t, hr_t, valid_t, cache.scale)
+        print(name, {k: round(float(s[k].mean()), 5) for k in ("psnr", "ssim", "hf_ratio", "consistency_l1")})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Write a weights file from a training run, with the sampler defaults chosen on the validation split.
 
-    python weights/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency/--no-consistency]
+    python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency/--no-consistency]
                              [--note key=value ...]
 
 RUN_OUTPUT is ``model.safetensors`` of a finished ``rssr train`` run, or a ``checkpoint.pt`` of a running one (its

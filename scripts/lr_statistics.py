@@ -1,6 +1,6 @@
 """Compare the synthetic LR of the training cache with real Sentinel-2 L2A (value ranges, noise, texture).
 
-    python weights/lr_statistics.py data-work/train.npz ../shared/data/s2/boadella-l2a > weights/results/lr_statistics.md
+    python scripts/lr_statistics.py data-work/train.npz ../shared/data/s2/boadella-l2a > weights/results/lr_statistics.md
 
 Per band, over 16 x 16 px (160 m) patches: mean, standard deviation, 1/50/99th percentiles (reflectance), gradient
 energy (mean |difference| of neighbouring 10 m pixels: texture) and a noise estimate (1.4826 x MAD of the

@@ -1,6 +1,6 @@
 """Build the training / validation / test archives of the default model from ../shared/data, reproducibly.
 
-    python weights/make_archive.py [--data ../shared/data] [--out data-work/archive]
+    python scripts/make_archive.py [--data ../shared/data] [--out data-work/archive]
 
 Writes HR-only manifests (``rssr prepare --synthetic-lr`` reads them; paths are relative to the manifest):
 

@@ -1,6 +1,6 @@
 """Choose the default LR-start sampler settings on the VALIDATION split (never the test set).
 
-    python weights/tune_sampler.py WEIGHTS data-work/val.npz [--out weights/results/sampler_tuning.json]
+    python scripts/tune_sampler.py WEIGHTS data-work/val.npz [--out weights/results/sampler_tuning.json]
 
 Scores a grid of (consistency projection on/off, steps, start) with :func:`rssr_cli.evaluate.evaluate` (the same code
 as ``rssr evaluate``: LR-start DDIM, eta 0) plus bicubic, and prints one line per setting. The rule that picks the

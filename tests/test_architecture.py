@@ -162,3 +162,15 @@ def test_no_function_over_the_limit() -> None:
 def test_weights_folder_holds_no_code() -> None:
     code = sorted(p.name for p in (ROOT / "weights").rglob("*.py"))
     assert not code, f"weights/ holds scripts {code}; they belong in scripts/"
+
+
+def test_scripts_use_only_public_names() -> None:
+    """scripts/ reproduce the model card through the public API, so refactors inside the package cannot break them
+    silently: no private names, no modules that do not exist."""
+    private = []
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rssr_cli"):
+                assert _resolve(node.module) == node.module, f"{path.name}: no module {node.module}"
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private, private
