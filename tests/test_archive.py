@@ -320,3 +320,14 @@ def test_prepare_options_from_a_table():
         PrepareOptions.from_table({"pach": 8})
     with pytest.raises(UsageError, match="two numbers"):
         PrepareOptions.from_table({"hr_display": "0.3"})
+
+
+def test_utm_zone_of_a_point():
+    from rssr_cli.train.grids import utm_crs
+
+    assert utm_crs(9.1, 46.5).to_epsg() == 32632
+    assert utm_crs(6.0, 46.5).to_epsg() == 32632  # on a zone edge: the zone east of it
+    assert utm_crs(0.5, 0.0).to_epsg() == 32631  # on the equator: the northern zone
+    assert utm_crs(-70.0, -33.4).to_epsg() == 32719
+    with pytest.raises(DataError, match="metric CRS"):
+        utm_crs(9.0, 85.0)

@@ -11,13 +11,20 @@ import math
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_geom
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from rssr_cli.errors import DataError
 from rssr_cli.scene import Grid
+
+#: Each edge of a footprint gets at least this many points before reprojection.
+DENSIFY_POINTS = 16
 
 #: A stand-in CRS for rasters without georeferencing (resampled by pixel size only: source and target share it, so
 #: the warp is a pure affine resampling). Never written to an output.
@@ -38,27 +45,22 @@ def is_metric(crs: CRS | None) -> bool:
 
 
 def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS 84 UTM zone of a point."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    """The WGS 84 UTM zone of a point, from the zones' areas of use in the PROJ database. A point on a zone edge
+    gets the zone east of it, a point on the equator the northern zone."""
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
+    if not zones:
+        raise DataError(f"no UTM zone covers lon {lon:.4f}, lat {lat:.4f} (UTM ends at 84 N and 80 S); "
+                        "reproject the raster to a metric CRS such as a polar stereographic one")
+    east_north = max(zones, key=lambda z: (z.area_of_use.west, z.area_of_use.south))
+    return CRS.from_epsg(int(east_north.code))
 
 
 def footprint(ds: rasterio.io.DatasetReader) -> BaseGeometry:
-    """The raster's outline in lon/lat (densified, so that curved edges after reprojection stay accurate)."""
-    return _densified(ds.crs, box(*ds.bounds))
-
-
-def _densified(crs: CRS, outline: BaseGeometry, points: int = 16) -> BaseGeometry:
-    from shapely.geometry import Polygon
-
-    minx, miny, maxx, maxy = outline.bounds
-    t = np.linspace(0.0, 1.0, points, endpoint=False)
-    xs = np.concatenate([minx + (maxx - minx) * t, np.full(points, maxx), maxx - (maxx - minx) * t,
-                         np.full(points, minx)])
-    ys = np.concatenate([np.full(points, maxy), maxy - (maxy - miny) * t, np.full(points, miny),
-                         miny + (maxy - miny) * t])
-    geom = transform_geom(crs, "EPSG:4326", mapping(Polygon(zip(xs, ys))))
-    return shape(geom)
+    """The raster's outline in lon/lat, its edges densified so that they stay accurate as curves after
+    reprojection."""
+    minx, miny, maxx, maxy = ds.bounds
+    outline = shapely.segmentize(box(minx, miny, maxx, maxy), min(maxx - minx, maxy - miny) / DENSIFY_POINTS)
+    return shape(transform_geom(ds.crs, "EPSG:4326", mapping(outline)))
 
 
 def to_crs(geom: BaseGeometry, crs: CRS) -> BaseGeometry:
@@ -83,8 +85,7 @@ def snapped_grid(bounds: tuple[float, float, float, float], crs: CRS, res: float
 
 def ground_pixel_size(ds: rasterio.io.DatasetReader, crs: CRS) -> float:
     """The source's mean pixel size on the ground, in ``crs`` units (metres for a metric CRS)."""
-    poly = to_crs(_densified(ds.crs, box(*ds.bounds)), crs)
-    return math.sqrt(poly.area / (ds.width * ds.height))
+    return math.sqrt(to_crs(footprint(ds), crs).area / (ds.width * ds.height))
 
 
 def warp_average(
