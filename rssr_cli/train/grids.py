@@ -1,5 +1,7 @@
 """Grids for training pairs: metric working CRSs, footprints, and the HR grid exactly ``scale`` x finer than the LR.
 
+Also the windows that cover a grid, and the LR working grid of a pair (the LR's own pixels where it can be).
+
 Why a metric CRS: the model maps 10 m to 0.8 m on the ground. EPSG:3857 pixel sizes are map units, ``1/cos(lat)``
 larger than ground metres (1.19 m map = 0.82 m ground at 46.5 N), and degrees are not lengths at all, so sources in
 those CRSs are resampled onto the local UTM zone before anything is cut.
@@ -16,7 +18,8 @@ from affine import Affine
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 from rasterio.crs import CRS
-from rasterio.warp import Resampling, reproject, transform_geom
+from rasterio.warp import Resampling, reproject, transform_bounds, transform_geom
+from rasterio.windows import Window, from_bounds
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -123,3 +126,45 @@ def warp_bilinear(data: np.ndarray, valid: np.ndarray, src_transform: Affine, sr
               dst_crs=dst.crs, resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
     ok = np.isfinite(out).all(axis=0)
     return out, ok.astype(np.float32)
+
+
+def source_window(ds: rasterio.io.DatasetReader, src_transform: Affine, src_crs: CRS, grid: Grid,
+                  margin: int = 2) -> Window | None:
+    """The window of ``ds`` (with a margin for the resampling kernel) that covers ``grid``; None if they do not
+    overlap. ``src_transform``/``src_crs`` may be stand-ins for a raster without georeferencing."""
+    b = grid.bounds if src_crs == grid.crs else transform_bounds(grid.crs, src_crs, *grid.bounds, densify_pts=21)
+    win = from_bounds(*b, transform=src_transform)
+    col0 = max(0, int(math.floor(win.col_off)) - margin)
+    row0 = max(0, int(math.floor(win.row_off)) - margin)
+    col1 = min(ds.width, int(math.ceil(win.col_off + win.width)) + margin)
+    row1 = min(ds.height, int(math.ceil(win.row_off + win.height)) + margin)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def lr_work_grid(ds: rasterio.io.DatasetReader, overlap_lonlat: BaseGeometry, *, lr_res: float,
+                 multiple: int) -> tuple[Grid, tuple[int, int] | None]:
+    """The LR grid a pair is chunked on, over the overlap, with sizes multiples of ``multiple``, and its (row, col)
+    offset in ``ds`` when it is the LR's own pixels (metric CRS); else (None) a UTM grid at ``lr_res``: the LR is
+    then resampled bilinearly, which softens it a little, so prefer LR in a metric CRS."""
+    if not is_metric(ds.crs):
+        c = overlap_lonlat.centroid
+        crs = utm_crs(c.x, c.y)
+        grid = snapped_grid(to_crs(overlap_lonlat, crs).bounds, crs, lr_res, multiple)
+        if grid is None:
+            raise DataError("overlap smaller than one LR pixel")
+        return grid, None
+    t = ds.transform
+    if abs(t.b) > 1e-9 or abs(t.d) > 1e-9 or not math.isclose(abs(t.a), abs(t.e), rel_tol=1e-6):
+        raise DataError("LR grid is rotated or has non-square pixels")
+    minx, miny, maxx, maxy = to_crs(overlap_lonlat, ds.crs).bounds
+    col0 = max(0, math.ceil((minx - t.c) / t.a - 1e-6))
+    col1 = min(ds.width, math.floor((maxx - t.c) / t.a + 1e-6))
+    row0 = max(0, math.ceil((t.f - maxy) / -t.e - 1e-6))
+    row1 = min(ds.height, math.floor((t.f - miny) / -t.e + 1e-6))
+    w = (col1 - col0) - (col1 - col0) % multiple
+    h = (row1 - row0) - (row1 - row0) % multiple
+    if w <= 0 or h <= 0:
+        raise DataError("overlap smaller than one LR pixel")
+    return Grid(w, h, t @ Affine.translation(col0, row0), ds.crs), (row0, col0)
