@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rssr_cli.errors import OutputError, TrainingError, UsageError
+from rssr_cli.errors import DataError, OutputError, TrainingError, UsageError
 from rssr_cli.train.archive import PrepareOptions, prepare_archive
 from rssr_cli.train.augment import dihedral, random_crop, random_dihedral
 from rssr_cli.patches import save_cache
@@ -164,6 +164,14 @@ def test_resume_refuses_a_changed_batch(cache_path, tmp_path):
     train(_config(cache_path, tmp_path / "r", steps=3))
     with pytest.raises(UsageError, match="batch_size"):
         train(_config(cache_path, tmp_path / "r", steps=6, batch_size=3), resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_the_former_format(cache_path, tmp_path):
+    # Format 1 seeded its random streams differently: its run cannot be continued exactly.
+    (tmp_path / "old").mkdir()
+    torch.save({"format": "rssr-checkpoint/1", "step": 3}, tmp_path / "old" / "checkpoint.pt")
+    with pytest.raises(DataError, match="start the run over"):
+        train(_config(cache_path, tmp_path / "old"), resume=True)
 
 
 def test_nan_loss_stops_with_a_clear_message(cache_path, tmp_path, monkeypatch):

@@ -1,0 +1,156 @@
+"""What each training step sees: the patch cache, the train/validation split, the data order, the seeds, the input
+pipeline (prefetching) and the augmentation.
+
+- **Randomness is a function of (seed, rank, step)**: :func:`derive_seed` hashes the run's seed with a purpose and
+  the numbers that identify a draw (numpy's :class:`~numpy.random.SeedSequence`), so nearby keys give unrelated
+  streams and a resumed run draws exactly what the uninterrupted run drew.
+- **Data order**: an endless stream of per-epoch permutations of the training split (seeded by the epoch); step s,
+  rank r takes stream positions ``(s * world + r) * batch ...`` so ranks see distinct patches within an epoch and
+  together cover the split once per epoch, without ``DistributedSampler``'s padding duplicates.
+- **Input pipeline**: a worker thread decodes the next step's uint16 patches (pinned memory on CUDA) while the
+  current step runs; the fresh degradation, crops, flips and rotations run on the training device, so a GPU is not
+  held up by per-sample work on the CPU.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import IntEnum
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rssr_cli.degrade import degrade, upsample
+from rssr_cli.errors import UsageError
+from rssr_cli.model import Normalization
+from rssr_cli.patches import PatchCache, load_cache, save_cache
+from rssr_cli.train.augment import random_crop, random_dihedral
+from rssr_cli.train.config import TrainConfig
+
+#: A batch as the prefetcher hands it over: the indices, then (lr, hr, valid) tensors on the CPU.
+Batch = tuple[np.ndarray, list[torch.Tensor]]
+
+
+class Stream(IntEnum):
+    """What a derived seed is for (the first key of :func:`derive_seed`): streams for different purposes never
+    coincide, whatever the other numbers."""
+
+    SPLIT = 1
+    EPOCH_ORDER = 2
+    INITIAL_WEIGHTS = 3
+    STEP_AUGMENT = 4
+    STEP_DIFFUSION = 5
+    STEP_GLOBAL = 6
+
+
+def derive_seed(seed: int, stream: Stream, *key: int) -> int:
+    """A 63-bit seed (what :func:`torch.manual_seed` accepts) for ``stream`` and ``key`` (rank, step, ...) of a run
+    seeded with ``seed`` (any int; reduced to 64 bits, as :func:`rssr_cli.diffusion.positional_noise` does)."""
+    entropy = [seed & 0xFFFF_FFFF_FFFF_FFFF, int(stream), *key]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng(derive_seed(seed, Stream.EPOCH_ORDER, epoch)).permutation(n)
+
+
+def batch_indices(n: int, step: int, batch: int, rank: int, world: int, seed: int) -> np.ndarray:
+    """Indices into the training split for (step, rank): positions ``(step*world + rank)*batch + j`` of an endless
+    stream of seeded per-epoch permutations. Distinct across ranks within an epoch; every patch once per epoch."""
+    start = (step * world + rank) * batch
+    out = np.empty(batch, dtype=np.int64)
+    for j in range(batch):
+        pos = start + j
+        out[j] = _epoch_permutation(n, seed, pos // n)[pos % n]
+    return out
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) patch indices: a seeded permutation, ``round(fraction * n)`` (at least 1 when
+    fraction > 0 and n > 1) held out."""
+    perm = np.random.default_rng(derive_seed(seed, Stream.SPLIT)).permutation(n)
+    n_val = 0 if fraction <= 0 or n < 2 else min(n - 1, max(1, round(fraction * n)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def load_patches(config: TrainConfig, out: Path, *, main: bool, wait: Callable[[], None],
+                 progress: Callable[[dict[str, Any]], None] | None) -> tuple[PatchCache, str]:
+    """The patch cache and the name of the data: a ``.npz`` is read; an archive is prepared by the main process
+    into ``out/patches.npz`` while the others ``wait`` (a barrier) and then read it."""
+    from rssr_cli.train.archive import PrepareOptions, prepare_archive
+
+    if not config.data:
+        raise UsageError("no training data: pass a patch cache (.npz) or an archive")
+    src = Path(config.data)
+    if src.suffix == ".npz":
+        return load_cache(src), str(src)
+    cached = out / "patches.npz"
+    if main:
+        prepared = prepare_archive(src, options=PrepareOptions.from_table(config.prepare))
+        save_cache(prepared.cache, cached, overwrite=True)
+        if progress is not None:
+            progress({"kind": "prepared", "patches": len(prepared.cache), "cache": str(cached)})
+    wait()
+    return load_cache(cached), str(src)
+
+
+def normalization_from_data(cache: PatchCache, base: Normalization) -> Normalization:
+    """Per-band statistics of (up to 512 patches of) ``cache``: mean/std of the LR, std of the residual
+    HR - U(LR). Bands masked everywhere keep ``base``'s values."""
+    take = np.arange(len(cache))[:: max(1, len(cache) // 512)][:512]
+    lr, hr, valid = cache.batch(take)
+    lr_t, hr_t = torch.from_numpy(lr), torch.from_numpy(hr)
+    res = hr_t - upsample(lr_t, cache.scale)
+    mean, std, rstd = list(base.mean), list(base.std), list(base.residual_std)
+    for c in range(lr.shape[1]):
+        ok = torch.from_numpy(valid[:, c])
+        if ok.any():
+            mean[c] = float(lr_t[ok, c].mean())
+            std[c] = max(float(lr_t[ok, c].std()), 1e-3)
+            rstd[c] = max(float(res[ok, c].std()), 1e-3)
+    return Normalization(mean=tuple(mean), std=tuple(std), residual_std=tuple(rstd))
+
+
+class Prefetcher:
+    """Decodes the next step's patches on a worker thread while the current step runs (the indices of every step
+    are known in advance, so this changes nothing in what is drawn). Numpy releases the GIL while decoding."""
+
+    def __init__(self, cache: PatchCache, indices_for: Callable[[int], np.ndarray], first: int, last: int) -> None:
+        self.cache = cache
+        self.indices_for = indices_for
+        self.last = last
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rssr-prefetch")
+        self.pending: dict[int, Future[Batch]] = {first: self.pool.submit(self._load, first)} if first < last else {}
+
+    def _load(self, step: int) -> Batch:
+        idx = self.indices_for(step)
+        lr, hr, valid = self.cache.batch(idx)
+        pin = torch.cuda.is_available()
+        tensors = [torch.from_numpy(a) for a in (lr, hr, valid)]
+        return idx, [t.pin_memory() if pin else t for t in tensors]
+
+    def get(self, step: int) -> Batch:
+        future = self.pending.pop(step, None) or self.pool.submit(self._load, step)
+        if step + 1 < self.last:
+            self.pending[step + 1] = self.pool.submit(self._load, step + 1)
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def augment(lr: torch.Tensor, hr: torch.Tensor, *, synthetic: bool, scale: Fraction, config: TrainConfig,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh degradation (synthetic caches), random crops, flips and rotations, on the training device."""
+    if synthetic and config.fresh_degradation:
+        lr = degrade(hr, scale, generator=generator)
+    if config.crop is not None:
+        lr, hr = random_crop(lr, hr, config.crop, scale, generator)
+    if config.augment:
+        lr, hr = random_dihedral(lr, hr, generator)
+    return lr, hr
