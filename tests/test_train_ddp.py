@@ -45,3 +45,42 @@ def test_torchrun_two_cpu_processes(tmp_path):
     from rssr_cli.weights import load_weights
 
     assert load_weights(results[0]["weights"]).provenance["world_size"] == 2
+
+
+_POISON_RANK_1 = '''
+import os, sys
+import rssr_cli.diffusion as diffusion
+from rssr_cli.errors import TrainingError
+from rssr_cli.train.config import load_config
+from rssr_cli.train.loop import train
+
+real = diffusion.diffusion_loss
+def poisoned(*args, **kwargs):
+    loss = real(*args, **kwargs)
+    return loss * float("nan") if os.environ["RANK"] == "1" else loss
+diffusion.diffusion_loss = poisoned
+config = load_config(None, {"data": sys.argv[1], "out": sys.argv[2], "steps": 4, "batch_size": 2, "warmup": 1,
+                            "model.preset": "tiny", "device": "cpu"})
+try:
+    train(config)
+except TrainingError as exc:
+    print(f"rank {os.environ['RANK']}: {exc}", flush=True)
+    sys.exit(3)
+'''
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
+    prepared = prepare_archive(DATA / "train_hr", options=PrepareOptions(patch=8, synthetic_lr=True,
+                                                                           missing_band="mask"))
+    cache = save_cache(prepared.cache, tmp_path / "p.npz")
+    script = tmp_path / "poison.py"
+    script.write_text(_POISON_RANK_1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+           str(cache), str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A rank left waiting in a collective would hang until the timeout.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "rank 1: the loss became nan at step 1" in proc.stdout
+    assert "rank 0: the loss became non-finite on another process at step 1" in proc.stdout
