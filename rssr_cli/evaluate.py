@@ -25,7 +25,7 @@ import torch
 
 from rssr_cli.errors import DataError, UsageError
 from rssr_cli.methods import TileUpsampler
-from rssr_cli.metrics import METRICS, score
+from rssr_cli.metrics import COLOUR_METRICS, METRICS, detail_and_colour, score
 from rssr_cli.methods.diffusion import patch_origins
 from rssr_cli.patches import PatchCache, load_cache
 
@@ -57,7 +57,7 @@ class Evaluation:
         """A plain-text table (the CLI prints it; the library does not)."""
         names = list(self.methods)
         rows = [("metric", *names)]
-        for m in METRICS:
+        for m in METRICS + COLOUR_METRICS:
             rows.append((m, *(_fmt(self.methods[n].get(m)) for n in names)))
         for b, band in enumerate(self.bands):
             rows.append((f"mean_shift {band}", *(_fmt((self.methods[n].get("mean_shift") or {}).get(band), 4)
@@ -191,6 +191,7 @@ def _means(acc: dict[str, Any], bands: tuple[str, ...]) -> dict[str, Any]:
         v = torch.cat(acc[k])
         v = v[torch.isfinite(v)]
         r[k] = float(v.mean()) if v.numel() else None
+    r.update(detail_and_colour(acc))
     shift = acc["_shift_sum"] / acc["_shift_n"].clamp_min(1)
     r["mean_shift"] = {b: (float(shift[j]) if acc["_shift_n"][j] > 0 else None) for j, b in enumerate(bands)}
     return r

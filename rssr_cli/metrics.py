@@ -13,6 +13,19 @@ NIR is left out).
 - ``hf_ratio``: energy of SR's high frequencies (x - U(D(x)), what a 10 m pixel cannot see) over HR's. 1 is the
   truth's amount of detail; bicubic is near 0; above 1 is invented texture.
 - ``mean_shift``: per band mean(SR - HR): radiometric bias.
+- Detail and colour of the added detail (issue 12's definitions; B02, B03, B04 are the first three bands). With
+  E_a,b(x) the mean energy of the band-pass G_a(x) - G_b(x) (Gaussian blurs of sigma a and b HR pixels, G_0 = the
+  image), ``lum = (B02 + B03 + B04) / 3`` and ``chroma = (B04 - B03, B02 - B03)``:
+
+  - ``detail = E_0,2(lum SR) / E_0,2(lum HR)``: how much of the real finest (0.8-3 m) luminance detail is there;
+  - ``chroma_excess = [E_2,6(chroma SR) / E_2,6(chroma HR)] / [E_2,6(lum SR) / E_2,6(lum HR)]``: colour detail
+    relative to luminance detail, against the truth's; 1 is right, above 1 is colour speckle;
+  - ``colour_ratio(X) = E_2,6(chroma(X - bicubic)) / E_2,6(lum(X - bicubic))``: how colourful the detail X adds over
+    bicubic is (needs no reference, so it scores real scenes too; real 0.8 m imagery: 0.07-0.25);
+  - ``speckle = colour_ratio(SR) / colour_ratio(HR)``: 1 when the added detail is as colourful as real detail.
+
+  These are ratios of energies summed over all patches (:func:`detail_and_colour`), not means of per-patch ratios,
+  so that flat patches do not dominate; a ratio with a zero denominator (bicubic adds no detail) is None.
 - ``improvement`` / ``omission`` / ``hallucination``: opensr-test's correctness shares (Aybar et al. 2024),
   reimplemented without its dependencies. Per pixel, with nd(x, y) = |x - y| / |x + y| averaged over bands:
   d_ref = nd(U(LR), HR), d_im = nd(SR, HR) / d_ref, d_om = nd(SR, U(LR)) / d_ref; H = d_im + d_om - 1;
@@ -38,6 +51,13 @@ from rssr_cli.degrade import downsample, upsample
 #: The per-patch metrics :func:`score` returns (besides the per-band sums behind ``mean_shift``).
 METRICS: tuple[str, ...] = ("psnr", "ssim", "consistency_l1", "sam_deg", "hf_ratio", "improvement", "omission",
                             "hallucination")
+
+#: The ratio metrics :func:`detail_and_colour` forms from energies summed over patches.
+COLOUR_METRICS: tuple[str, ...] = ("detail", "chroma_excess", "colour_ratio", "speckle")
+
+#: Band-passes (sigma in HR pixels): the finest detail, and the scale of a 10 m pixel's colour blobs.
+FINE_BAND = (0.0, 2.0)
+COLOUR_BAND = (2.0, 6.0)
 
 #: opensr-test's correctness constants (its Config defaults: im/om/ha scores 0.05, softmin temperature 0.25,
 #: "nd" distance, gradient threshold "auto" = 75th percentile of d_ref).
@@ -167,6 +187,69 @@ def correctness(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: tor
     return {k: torch.tensor(v) for k, v in out.items()}
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) over ±3 sigma with reflected borders; sigma 0 is the identity."""
+    if sigma <= 0:
+        return x
+    radius = min(int(math.ceil(3 * sigma)), min(x.shape[-2:]) - 1)
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    out = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
+    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def band_energy(x: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    """Per-patch mean energy (N,) of the band-pass ``G_a(x) - G_b(x)`` over channels and pixels."""
+    a, b = band
+    work = x.double()
+    return ((gaussian_blur(work, a) - gaussian_blur(work, b)) ** 2).mean(dim=(1, 2, 3))
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(B02 + B03 + B04) / 3, (N, 1, H, W): the first three bands are B02, B03, B04."""
+    return x[:, :3].mean(dim=1, keepdim=True)
+
+
+def chroma(x: torch.Tensor) -> torch.Tensor:
+    """(B04 - B03, B02 - B03), (N, 2, H, W): colour without brightness."""
+    return torch.stack([x[:, 2] - x[:, 1], x[:, 0] - x[:, 1]], dim=1)
+
+
+def colour_energies(x: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-patch energies behind the colour metrics: of ``x`` itself, or of what ``x`` adds over ``reference``."""
+    d = x if reference is None else x - reference
+    return {"lum_fine": band_energy(luminance(d), FINE_BAND), "lum": band_energy(luminance(d), COLOUR_BAND),
+            "chroma": band_energy(chroma(d), COLOUR_BAND)}
+
+
+def colour_ratio(x: torch.Tensor, lr_up: torch.Tensor) -> float | None:
+    """``colour_ratio(X)`` over a batch: colour over luminance energy of what ``x`` adds to bicubic ``lr_up``."""
+    e = colour_energies(x, lr_up)
+    lum = float(e["lum"].sum())
+    return float(e["chroma"].sum()) / lum if lum > 0 else None
+
+
+def detail_and_colour(sums: dict[str, torch.Tensor | float]) -> dict[str, float | None]:
+    """The :data:`COLOUR_METRICS` from energies summed over patches (the ``_e_*`` entries of :func:`score`)."""
+    def ratio(num: float, den: float) -> float | None:
+        return num / den if den > 0 and math.isfinite(num / den) else None
+
+    e = {k[3:]: float(v) for k, v in sums.items() if k.startswith("_e_")}
+    cr_sr = ratio(e["add_chroma"], e["add_lum"])
+    cr_hr = ratio(e["true_chroma"], e["true_lum"])
+    lum_ratio = ratio(e["sr_lum"], e["hr_lum"])
+    chroma_ratio = ratio(e["sr_chroma"], e["hr_chroma"])
+    return {
+        "detail": ratio(e["sr_lum_fine"], e["hr_lum_fine"]),
+        "chroma_excess": ratio(chroma_ratio, lum_ratio) if None not in (chroma_ratio, lum_ratio) else None,
+        "colour_ratio": cr_sr,
+        "speckle": ratio(cr_sr, cr_hr) if None not in (cr_sr, cr_hr) else None,
+    }
+
+
 def score(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor,
           scale: Fraction) -> dict[str, torch.Tensor]:
     """Every metric for a batch, per patch (tensors (N,)), plus per-band sums for the mean shift."""
@@ -182,4 +265,10 @@ def score(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Ten
     }
     out["_shift_sum"] = ((sr - hr).mean(dim=(2, 3)) * valid).sum(0)
     out["_shift_n"] = valid.sum(0).float()
+    # Energies for the colour metrics, summed by the caller (B02-B04: always valid in the data rssr prepares).
+    lr_up = upsample(lr, scale)
+    for prefix, energies in (("sr", colour_energies(sr)), ("hr", colour_energies(hr)),
+                             ("add", colour_energies(sr, lr_up)), ("true", colour_energies(hr, lr_up))):
+        for k, v in energies.items():
+            out[f"_e_{prefix}_{k}"] = v.sum()
     return out

@@ -14,6 +14,8 @@ from rssr_cli.degrade import project_consistent, upsample
 from rssr_cli.errors import WeightsError
 from rssr_cli.evaluate import evaluate
 from rssr_cli.metrics import (
+    detail_and_colour,
+    gaussian_blur,
     correctness,
     consistency_l1,
     hf_ratio,
@@ -122,6 +124,41 @@ def test_score_mean_shift(triplet):
     assert torch.allclose(shift, torch.full((4,), 0.01), atol=1e-6)
 
 
+def _colour_metrics(sr, lr, hr, valid):
+    return detail_and_colour(score(sr, lr, hr, valid, SCALE))
+
+
+def test_detail_and_colour_of_the_truth_and_of_bicubic(triplet):
+    lr, hr, valid, _ = triplet
+    truth = _colour_metrics(hr, lr, hr, valid)
+    assert truth["detail"] == pytest.approx(1.0) and truth["chroma_excess"] == pytest.approx(1.0)
+    assert truth["speckle"] == pytest.approx(1.0)
+    assert 0.02 < truth["colour_ratio"] < 2  # colourless detail gives 0, independent colour noise 6
+    bicubic = _colour_metrics(upsample(lr, SCALE), lr, hr, valid)
+    assert bicubic["detail"] < 0.05 and bicubic["colour_ratio"] is None and bicubic["speckle"] is None
+
+
+def test_colour_speckle_is_caught_and_grey_detail_is_not(triplet):
+    """Colour noise at the 10 m scale (what the issue saw) raises speckle and chroma_excess far above 1; the same
+    amount of grey (luminance-only) detail keeps the added detail colourless."""
+    lr, hr, valid, _ = triplet
+    g = torch.Generator().manual_seed(0)
+    blobs = upsample(0.02 * torch.randn(lr.shape, generator=g), SCALE)  # one random value per 10 m pixel and band
+    grey = blobs[:, :1].expand_as(blobs)
+    speckled = _colour_metrics(hr + blobs, lr, hr, valid)
+    assert speckled["speckle"] > 2.5 and speckled["chroma_excess"] > 2.5
+    plain = _colour_metrics(hr + grey, lr, hr, valid)
+    assert plain["speckle"] < 0.5 and plain["chroma_excess"] < 0.5
+
+
+def test_gaussian_blur_keeps_constants_and_sigma_zero_is_identity():
+    x = torch.rand(1, 2, 30, 30, dtype=torch.float64)
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+    const = torch.full((1, 2, 30, 30), 0.3, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(const, 6.0), const)
+    assert gaussian_blur(x, 2.0).std() < x.std()
+
+
 def test_evaluate_bicubic_without_weights(triplet, tmp_path, monkeypatch):
     cache = save_cache(triplet[3], tmp_path / "p.npz")
     result = evaluate(cache, methods=["bicubic"])
@@ -129,7 +166,7 @@ def test_evaluate_bicubic_without_weights(triplet, tmp_path, monkeypatch):
     assert result.patches == len(triplet[3]) and 25 < r["psnr"] < 60 and r["omission"] > 0.5
     assert r["mean_shift"]["B08"] is not None
     table = result.table()
-    assert "bicubic" in table and "improvement" in table
+    assert "bicubic" in table and "improvement" in table and "speckle" in table
     # Model methods without --weights take the shipped model; when that is missing, the error says what to pass.
     monkeypatch.setenv("RSSR_WEIGHTS", str(tmp_path / "missing.safetensors"))
     with pytest.raises(WeightsError, match="--weights"):
