@@ -6,17 +6,19 @@ next tile row's start are final and are handed out at once, and the rows in the 
 carried (weighted sums and weights) until that row adds its share. What is held at any time is one tile's worth of
 columns for the current row plus ``overlap x width`` rows of carry: no full-size (nor full-row) accumulator exists.
 
-Weights are supplied by the caller (cosine ramps from :mod:`rssr_cli.tiling`); the output is ``sum(w * tile) /
-sum(w)``. With several samples, standard deviations are blended as ``sqrt(sum(w * std²) / sum(w))``: exact inside a
+Weights are the tile plan's cosine ramps (:mod:`rssr_cli.tiling`); the output is ``sum(w * tile) / sum(w)``. With several samples, standard deviations are blended as ``sqrt(sum(w * std²) / sum(w))``: exact inside a
 tile, a weighted mean of variances across seams.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Iterable, Iterator
 
 import numpy as np
+
+from rssr_cli.infer import HRTile
+from rssr_cli.tiling import TilePlan
 
 
 @dataclass
@@ -30,13 +32,16 @@ class FinishedRows:
 
 
 class RowBlender:
-    """Blends tile rows over output columns ``[col0, col1)`` and hands finished blocks to ``emit``."""
+    """Blends tile rows over output columns ``[col0, col1)`` of an output ``height`` rows tall.
 
-    def __init__(self, channels: int, col0: int, col1: int, emit: Callable[[FinishedRows], None], *,
-                 with_std: bool = False) -> None:
+    ``add`` and ``finish_row`` return the blocks they finish, without the rows from ``height`` on (the last tile row
+    may reach past the output's edge).
+    """
+
+    def __init__(self, channels: int, col0: int, col1: int, *, height: int, with_std: bool = False) -> None:
         self.channels = channels
         self.col0, self.col1 = col0, col1
-        self.emit = emit
+        self.output_height = height
         self.with_std = with_std
         # Channel layout of the accumulators: C weighted means, C weighted variances (with std), then the weight.
         self.depth = channels * (2 if with_std else 1) + 1
@@ -55,23 +60,24 @@ class RowBlender:
         self.work = None
         self.work_c0 = self.work_c1 = self.col0
 
-    def add(self, tile: np.ndarray, weight: np.ndarray, left: int, std: np.ndarray | None = None) -> None:
+    def add(self, tile: np.ndarray, weight: np.ndarray, left: int,
+            std: np.ndarray | None = None) -> list[FinishedRows]:
         """Add a tile (C, height, w) with weights (height, w) whose first column is output column ``left``.
 
-        Tiles of a row must come in increasing ``left``; everything left of ``left`` is finished now.
+        Tiles of a row must come in increasing ``left``; everything left of ``left`` is finished now and returned.
         """
         h, w = weight.shape
         if h != self.height:
             raise ValueError("tile height differs from the row's")
         c0, c1 = max(left, self.col0), min(left + w, self.col1)
         if c1 <= c0:
-            return
+            return []
         if self.work is None:
             self.work = np.zeros((self.depth, h, w), np.float32)  # a row's tiles share one width: enough
             self.work_c0 = self.work_c1 = c0
         elif c0 < self.work_c0:
             raise ValueError("tiles of a row must come left to right")
-        self._finish(self.work_c0, c0)
+        finished = self._finish(self.work_c0, c0)
         if c1 - self.work_c0 > self.work.shape[2]:
             grown = np.zeros((self.depth, h, c1 - self.work_c0), np.float32)
             grown[:, :, :self.work.shape[2]] = self.work
@@ -85,29 +91,33 @@ class RowBlender:
         if self.with_std and std is not None:
             self.work[c:2 * c, :, bs] += std[:, :, ts] ** 2 * wt
         self.work[-1, :, bs] += wt
+        return finished
 
-    def finish_row(self) -> None:
-        """Finish the remaining columns of the row; the overlap with the next row becomes the carry."""
-        self._finish(self.work_c0, self.work_c1)
+    def finish_row(self) -> list[FinishedRows]:
+        """Finish the remaining columns of the row and return them; the overlap with the next row becomes the carry."""
+        finished = self._finish(self.work_c0, self.work_c1)
         self.carry, self.carry_top = self.new_carry, self.next_top
+        return finished
 
-    def _finish(self, a: int, b: int) -> None:
-        """Columns ``[a, b)`` of the current row are complete: emit its final rows, carry the overlap rows."""
+    def _finish(self, a: int, b: int) -> list[FinishedRows]:
+        """Columns ``[a, b)`` of the current row are complete: return its final rows, carry the overlap rows."""
         if b <= a or self.work is None:
-            return
+            return []
         block = self.work[:, :, a - self.work_c0:b - self.work_c0]
         cs = slice(a - self.col0, b - self.col0)
         n_carry = self.carry.shape[1]
         block[:, :n_carry] += self.carry[:, :, cs]
         final = self.next_top - self.top
         self.new_carry[:, :, cs] = block[:, final:]
-        self.emit(self._normalise(block[:, :final], self.top, a))
+        rows = min(final, self.output_height - self.top)
+        finished = [self._normalise(block[:, :rows], self.top, a)] if rows > 0 else []
         # Drop the finished columns from the work buffer (in place, band by band to avoid a full-size temporary).
         shift, held = b - self.work_c0, self.work_c1 - self.work_c0
         for band in self.work:
             band[:, :held - shift] = band[:, shift:held]
             band[:, held - shift:held] = 0
         self.work_c0 = b
+        return finished
 
     def _normalise(self, block: np.ndarray, row0: int, col0: int) -> FinishedRows:
         weight = block[-1]
@@ -116,3 +126,14 @@ class RowBlender:
         data = block[:c] / safe
         std = np.sqrt(block[c:2 * c] / safe) if self.with_std else None
         return FinishedRows(row0, col0, data, std)
+
+
+def blend_row(blender: RowBlender, tiles: TilePlan, row: int, hr_tiles: Iterable[HRTile]) -> Iterator[FinishedRows]:
+    """Blend tile row ``row`` (its HR cores, left to right) with the plan's weights; yields the blocks it finishes."""
+    starts, size = tiles.rows.starts, tiles.rows.size
+    top, bottom = tiles.hr(starts[row]), tiles.hr(starts[row] + size)
+    next_top = tiles.hr(starts[row + 1]) if row + 1 < len(starts) else bottom
+    blender.start_row(top, bottom - top, next_top)
+    for hr in hr_tiles:
+        yield from blender.add(hr.mean, tiles.weights(hr.tile.row, hr.tile.col), hr.tile.hr_core[2], std=hr.std)
+    yield from blender.finish_row()

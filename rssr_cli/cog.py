@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
 
 from rssr_cli.atomic import atomic_write
 from rssr_cli.errors import OutputError
@@ -23,6 +23,17 @@ from rssr_cli.scene import Grid
 
 OVERVIEW_RESAMPLINGS = ("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")
 OUTPUT_DTYPES = ("auto", "uint16", "int16", "float32")
+
+
+@dataclass(frozen=True)
+class CogOptions:
+    """How a COG is laid out and put in place: rio-cogeo's deflate profile with these changes."""
+
+    blocksize: int = 512
+    creation_options: Mapping[str, str] = field(default_factory=dict)  # GDAL creation options, override the profile
+    overview_resampling: str = "average"
+    threads: str | int = "ALL_CPUS"  # GDAL_NUM_THREADS while compressing
+    overwrite: bool = False  # replace an output that appeared while rssr was running
 
 
 def check_output(path: Path, *, overwrite: bool) -> None:
@@ -54,10 +65,6 @@ def scratch_raster(path: Path, grid: Grid, *, count: int, dtype: str, nodata: fl
         path.unlink(missing_ok=True)
 
 
-def write_rows(dst, data: np.ndarray, row0: int, col0: int) -> None:
-    dst.write(data, window=Window(col0, row0, data.shape[2], data.shape[1]))
-
-
 def describe(dst, *, descriptions: Sequence[str], tags: Mapping[str, str],
              scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> None:
     """Band descriptions, provenance tags and scale/offset on the scratch file (rio-cogeo carries them over)."""
@@ -81,21 +88,19 @@ def cog_profile(*, blocksize: int, creation_options: Mapping[str, str], nbytes: 
     return profile
 
 
-def translate_to_cog(scratch: Path, output: Path, *, overwrite: bool, blocksize: int = 512,
-                     creation_options: Mapping[str, str] | None = None, overview_resampling: str = "average",
-                     threads: str | int = "ALL_CPUS") -> None:
+def translate_to_cog(scratch: Path, output: Path, options: CogOptions) -> None:
     """scratch -> COG at ``output`` (via a temporary name, renamed when complete), then validated."""
     from rio_cogeo.cogeo import cog_translate, cog_validate
 
     with rasterio.open(scratch) as src:
         nbytes = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
         is_float = np.dtype(src.dtypes[0]).kind == "f"
-    profile = cog_profile(blocksize=blocksize, creation_options=creation_options or {}, nbytes=nbytes)
+    profile = cog_profile(blocksize=options.blocksize, creation_options=options.creation_options, nbytes=nbytes)
     if is_float and profile.get("predictor") == 2:
         profile["predictor"] = 3  # floating-point predictor
-    with atomic_write(output, overwrite=overwrite) as tmp:
-        cog_translate(str(scratch), str(tmp), profile, overview_resampling=overview_resampling,
-                      in_memory=False, quiet=True, config={"GDAL_NUM_THREADS": str(threads),
+    with atomic_write(output, overwrite=options.overwrite) as tmp:
+        cog_translate(str(scratch), str(tmp), profile, overview_resampling=options.overview_resampling,
+                      in_memory=False, quiet=True, config={"GDAL_NUM_THREADS": str(options.threads),
                                                            "GDAL_TIFF_INTERNAL_MASK": "TRUE"})
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:

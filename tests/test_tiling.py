@@ -71,3 +71,46 @@ def test_column_chunks_partition_the_output():
             lo, hi = plan.hr(start), plan.hr(start + plan.cols.size)
             if lo < c.write[1] and hi > c.write[0]:
                 assert j in c.cols
+
+
+def _hr_tiles(plan, row, cols, value):
+    from rssr_cli.infer import HRTile
+
+    for j in cols:
+        t = plan.tile(row, j)
+        r0, r1, c0, c1 = t.hr_core
+        yield HRTile(t, np.full((2, r1 - r0, c1 - c0), value(row, j), np.float32), None)
+
+
+@pytest.mark.parametrize("width", [1500, 10_000])
+def test_blended_blocks_cover_the_output_once(width):
+    """Every output pixel is finished exactly once, within the output (no row past its edge), and a constant field
+    stays constant through the feathering."""
+    from rssr_cli.blend import RowBlender, blend_row
+
+    plan = plan_tiles(Window(0, 0, 150, 67), S, tile_size=32, overlap=8, context=4)
+    h, w = plan.hr_shape
+    seen = np.zeros((h, w), int)
+    for chunk in plan.column_chunks(max_width_hr=width):
+        blender = RowBlender(2, *chunk.write, height=h)
+        for i in range(len(plan.rows.starts)):
+            for block in blend_row(blender, plan, i, _hr_tiles(plan, i, chunk.cols, lambda r, c: 0.25)):
+                bh, bw = block.data.shape[1:]
+                assert block.std is None and block.row0 + bh <= h
+                assert chunk.write[0] <= block.col0 and block.col0 + bw <= chunk.write[1]
+                seen[block.row0:block.row0 + bh, block.col0:block.col0 + bw] += 1
+                np.testing.assert_allclose(block.data, 0.25, rtol=1e-6)
+    assert (seen == 1).all()
+
+
+def test_blended_blocks_lie_in_the_core_of_the_row_that_finishes_them():
+    """What lets the output mask use the current LR strip only: no block reaches outside its tile row's core."""
+    from rssr_cli.blend import RowBlender, blend_row
+
+    plan = plan_tiles(Window(0, 0, 80, 150), S, tile_size=32, overlap=8, context=4)
+    blender = RowBlender(2, 0, plan.hr_shape[1], height=plan.hr_shape[0])
+    for i in range(len(plan.rows.starts)):
+        top, bottom = plan.hr(plan.rows.starts[i]), plan.hr(plan.rows.starts[i] + plan.rows.size)
+        cols = range(len(plan.cols.starts))
+        for block in blend_row(blender, plan, i, _hr_tiles(plan, i, cols, lambda r, c: float(r + c))):
+            assert top <= block.row0 and block.row0 + block.data.shape[1] <= bottom

@@ -256,3 +256,81 @@ def test_plan_writes_nothing(utm_scene, tmp_path):
     assert plan.hr_grid.shape == (1600, 1600)
     assert plan.output_bytes == 1600 * 1600 * 4 * 2
     assert not (tmp_path / "p.tif").exists()
+
+
+def test_the_scene_is_read_once_per_row_of_tiles(utm_scene, tmp_path, monkeypatch):
+    """The output mask comes from the validity read with the strips: no extra reads for it."""
+    from rssr_cli.scene import Scene
+
+    windows = []
+    read = Scene.read
+
+    def counting_read(self, window):
+        windows.append(window)
+        return read(self, window)
+
+    monkeypatch.setattr(Scene, "read", counting_read)
+    options = opts(tile_size=32, overlap=4, chunk_width=700)
+    upscale(utm_scene, tmp_path / "r.tif", options)
+    tiles = plan_tiles(Window(0, 0, 128, 128), S, tile_size=32, overlap=4, context=4)
+    chunks = list(tiles.column_chunks(700))
+    assert len(chunks) > 1
+    assert len(windows) == len(tiles.rows.starts) * len(chunks)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+def test_output_mask_is_the_lr_validity_under_each_pixel(tmp_path, dtype):
+    """Nearest LR pixel under each HR pixel centre, across tile rows, column chunks and an odd-sized scene edge."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(500, 3000, (4, 37, 45), dtype=np.uint16)
+    holes = np.zeros((37, 45), bool)
+    holes[5:9, 3:20] = holes[20:37, 40:45] = holes[14, 14] = holes[36, :7] = True
+    data[:, holes] = 0
+    path = write_raster(tmp_path / "odd.tif", data, nodata=0, descriptions=["B02", "B03", "B04", "B08"])
+    out = tmp_path / "odd_sr.tif"
+    calls = []
+    upscale(path, out, opts(tile_size=12, overlap=4, chunk_width=200, dtype=dtype),
+            progress=lambda done, total: calls.append((done, total)))
+    with rasterio.open(out) as dst:
+        hr = dst.read(1)
+    rows = np.minimum(((np.arange(hr.shape[0]) + 0.5) / 12.5).astype(int), 36)
+    cols = np.minimum(((np.arange(hr.shape[1]) + 0.5) / 12.5).astype(int), 44)
+    expected_invalid = holes[np.ix_(rows, cols)]
+    invalid = np.isnan(hr) if dtype == "float32" else hr == 0
+    assert hr.shape == (463, 563)
+    np.testing.assert_array_equal(invalid, expected_invalid)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] and len({t for _, t in calls}) == 1
+
+
+def test_a_failed_output_leaves_no_uncertainty_companion(utm_scene, tmp_path, monkeypatch):
+    """The output and its _std companion appear together or not at all."""
+    import rssr_cli.sink
+    from rssr_cli.cog import translate_to_cog
+
+    def failing_for_the_output(scratch, output, cog):
+        if not output.stem.endswith("_std"):
+            raise OSError("disk full")
+        translate_to_cog(scratch, output, cog)
+
+    monkeypatch.setattr(rssr_cli.sink, "translate_to_cog", failing_for_the_output)
+    options = opts(bbox=(500000, 5199000, 500200, 5199200), bbox_crs="scene")
+    with pytest.raises(OSError, match="disk full"):
+        upscale(utm_scene, tmp_path / "m.tif", options, upsampler=WithStd())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["utm.tif"]
+
+
+class ExplodingWithStd(WithStd):
+    calls = 0
+
+    def upscale_tiles(self, lr, origins):
+        ExplodingWithStd.calls += 1
+        if ExplodingWithStd.calls > 3:
+            raise RuntimeError("boom")
+        return super().upscale_tiles(lr, origins)
+
+
+def test_failure_with_samples_leaves_nothing_behind(utm_scene, tmp_path):
+    with pytest.raises(RuntimeError):
+        upscale(utm_scene, tmp_path / "x.tif", opts(tile_size=16, overlap=2), upsampler=ExplodingWithStd())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["utm.tif"]
