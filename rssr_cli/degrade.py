@@ -11,6 +11,8 @@ Public API (stable; other modules import these names):
 - ``degrade(hr, scale, *, generator, noise_std=NOISE_STD, jitter=JITTER) -> lr``: ``downsample`` plus sensor noise and a
   small per-band gain jitter.
 - ``upsample(lr, scale) -> hr``: bicubic onto the HR grid, pixel centres aligned as GDAL does.
+- ``back_project(sr, lr, scale) -> sr'``: one step of ``sr + U(lr − D sr)``: the LR's 10 m content and band means,
+  within the LR's noise, without amplifying it.
 - ``project_consistent(sr, lr, scale, *, damping=0) -> sr'``: ``sr + D⁺(lr − D sr)``, so that ``downsample(sr') == lr``
   (exactly for ``damping`` 0, up to the LR's noise for a Tikhonov-damped inverse).
 - ``psf_sigma(scale) -> float``: the PSF's standard deviation in HR pixels.
@@ -38,6 +40,7 @@ __all__ = [
     "JITTER",
     "MTF_NYQUIST",
     "NOISE_STD",
+    "back_project",
     "degrade",
     "downsample",
     "project_consistent",
@@ -188,6 +191,22 @@ def upsample(lr: torch.Tensor, scale: Fraction | float) -> torch.Tensor:
                          f"(sizes must be multiples of {s.denominator})")
     work = lr if lr.dtype in (torch.float32, torch.float64) else lr.float()
     return F.interpolate(work, size=(int(size[0]), int(size[1])), mode="bicubic", align_corners=False)
+
+
+def back_project(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction | float) -> torch.Tensor:
+    """One step of iterative back-projection (Irani & Peleg): ``sr + U(lr − D sr)`` with U the bicubic
+    :func:`upsample`.
+
+    Why one step with a smooth U rather than the exact projection: the exact ``D⁺`` inverts the PSF blur, so the LR's
+    per-pixel noise comes back amplified as a 10 m pattern of its own hue in every band (colour speckle); U never
+    sharpens, so one step corrects band means and the 10 m content to within the LR's noise and leaves the detail
+    alone. Iterating converges to the exact projection and brings the amplified noise back.
+    """
+    s = _as_fraction(scale)
+    if (Fraction(sr.shape[-2]) / s, Fraction(sr.shape[-1]) / s) != tuple(lr.shape[-2:]):
+        raise ValueError(f"LR shape {tuple(lr.shape[-2:])} does not match SR shape {tuple(sr.shape[-2:])} at scale "
+                         f"{float(s):g}")
+    return sr + upsample(lr.to(sr.dtype) - downsample(sr, s), s)
 
 
 def project_consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction | float, *,

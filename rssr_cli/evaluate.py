@@ -85,7 +85,7 @@ def _load_data(data: str | Path | PatchCache) -> PatchCache:
     return load_cache(data)
 
 
-def _candidates(names: Sequence[str], cache, weights, *, steps, start, noise_steps, consistency, seed, device,
+def _candidates(names: Sequence[str], cache, weights, *, steps, start, noise_steps, consistency, init, seed, device,
                 batch_size) -> tuple[dict[str, TileUpsampler], Any, dict[str, Any]]:
     """The methods to score, built from the registry (:mod:`rssr_cli.methods`) exactly as ``rssr upscale`` builds
     them; the model is loaded once and shared. Returns them, the loaded model (or None) and the settings used."""
@@ -110,12 +110,13 @@ def _candidates(names: Sequence[str], cache, weights, *, steps, start, noise_ste
         model = DiffusionOptions(weights=loaded, device=str(dev), seed=seed, consistency=consistency,
                                  batch_size=batch_size)
         noise_steps = min(noise_steps, loaded.config.schedule.timesteps)
-        variants = {"lr_start": replace(model, steps=steps, start=start),
+        variants = {"lr_start": replace(model, steps=steps, start=start, init=init),
                     # Pure noise: the LR-start sampler from the last step, start = 1 (DDIM from N(0, I)).
-                    "pure_noise": replace(model, steps=noise_steps, start=1.0, eta=0.0)}
+                    "pure_noise": replace(model, steps=noise_steps, start=1.0, eta=0.0, init="bicubic")}
         built.update({m: variants[m].build() for m in names if m in variants})
         shipped = built.get("lr_start") or variants["lr_start"].build()
-        settings.update(lr_start_steps=shipped.steps, start=shipped.start, noise_steps=noise_steps,
+        settings.update(lr_start_steps=shipped.steps, start=shipped.start, init=shipped.init,
+                        evaluations=shipped.sampler.evaluations, noise_steps=noise_steps,
                         consistency=shipped.consistency, device=dev.type)
     if "bicubic" in names:
         built["bicubic"] = BicubicOptions(scale=cache.scale, bands=cache.bands).build()
@@ -130,7 +131,8 @@ def evaluate(
     steps: int | None = None,
     start: float | None = None,
     noise_steps: int = 100,
-    consistency: bool | None = None,
+    consistency: str | bool | None = None,
+    init: str | None = None,
     seed: int = 0,
     device: str = "auto",
     max_patches: int | None = None,
@@ -152,7 +154,7 @@ def evaluate(
     if n == 0:
         raise DataError(f"{data}: no patches to evaluate")
     upsamplers, loaded, settings = _candidates(methods, cache, weights, steps=steps, start=start,
-                                               noise_steps=noise_steps, consistency=consistency, seed=seed,
+                                               noise_steps=noise_steps, consistency=consistency, init=init, seed=seed,
                                                device=device, batch_size=batch_size)
     sums: dict[str, dict[str, Any]] = {m: {} for m in methods}
     timing = {m: 0.0 for m in methods}

@@ -63,10 +63,10 @@ def test_contract_and_shapes(tmp_path: Path, scale: Fraction, size: int) -> None
 
 
 def test_consistency_projection_is_exact(tiny: Path) -> None:
-    """downsample(output) == LR within 1e-4 reflectance when --consistency is on (the default), not when it is off."""
+    """downsample(output) == LR within 1e-4 reflectance with --consistency exact, not with none."""
     lr = _lr(2, 6, 8)
-    on = DiffusionUpsampler(tiny, device="cpu", eta=1.0)
-    assert on.consistency is True
+    on = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency="exact")
+    assert on.consistency == "exact"
     mean = on.upscale_tiles(lr, [(0, 0), (75, 0)]).mean
     assert np.abs(downsample(torch.from_numpy(mean), on.scale).numpy() - lr).max() < 1e-4
     off = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency=False)
@@ -117,14 +117,15 @@ def test_seeds_reproduce_and_differ(tiny: Path) -> None:
 
 
 @pytest.mark.parametrize("scale, rows, offset", [(Fraction(4), 64, 16), (Fraction(25, 2), 16, 2)])
-@pytest.mark.parametrize("consistency", [False, True])
-def test_overlapping_tiles_agree(tmp_path: Path, consistency: bool, scale: Fraction, rows: int, offset: int) -> None:
+@pytest.mark.parametrize("consistency", ["none", "exact", "backproject"])
+def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, scale: Fraction, rows: int, offset: int) -> None:
     """Two overlapping tiles, each with the noise and the network's stride-2 grid at its global origin, render the
     shared pixels identically away from their borders: no seams to hide. At 12.5x the second tile starts 25 HR pixels
     lower, not a multiple of the network's downsampling, so this also checks the phase alignment. The consistency
     projection is per tile; (D Dᵀ)⁻¹ decays about 7x per 2 LR pixels, so 5 LR pixels from a tile edge the two
     projections still differ by ~1e-3 of the (here large, random-model) LR residual: agreement to 2e-3 reflectance,
-    and much closer with the pipeline's 14 px of context."""
+    and much closer with the pipeline's 14 px of context. Back-projection is local (bicubic support): as close as
+    no consistency step at all."""
     up = DiffusionUpsampler(_weights(tmp_path, seed=5, scale=scale), device="cpu", eta=1.0, consistency=consistency,
                             steps=3)
     lr = _lr(1, rows + offset, 6, seed=2)
@@ -135,11 +136,48 @@ def test_overlapping_tiles_agree(tmp_path: Path, consistency: bool, scale: Fract
     shared = slice(hr_offset + margin, hr_rows - margin)
     assert shared.stop - shared.start >= 40
     in_b = slice(shared.start - hr_offset, shared.stop - hr_offset)
-    np.testing.assert_allclose(a[:, :, shared], b[:, :, in_b], atol=2e-3 if consistency else 1e-5)
+    np.testing.assert_allclose(a[:, :, shared], b[:, :, in_b], atol=2e-3 if consistency == "exact" else 1e-5)
     # With a different seed the same region differs (the agreement is not because the noise does not matter).
     c = DiffusionUpsampler(up.loaded, device="cpu", eta=1.0, consistency=consistency, steps=3, seed=1)
     other = c.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean
     assert np.abs(other[:, :, shared] - a[:, :, shared]).mean() > 1e-5
+
+
+def test_back_projection_follows_the_lr_within_its_noise(tiny: Path) -> None:
+    """--consistency backproject: band means follow the LR closely and D(output) moves towards the LR (not exactly onto
+    it); the correction is the bicubic image of the LR misfit, never larger than the misfit itself, whereas the exact
+    projection's deblurring inverse amplifies it."""
+    lr = _lr(2, 6, 8)
+    raw = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency="none").upscale_tiles(lr, [(0, 0), (75, 0)]).mean
+    bp = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency="backproject")
+    out = bp.upscale_tiles(lr, [(0, 0), (75, 0)]).mean
+    misfit = lambda x: np.abs(downsample(torch.from_numpy(x), bp.scale).numpy() - lr).mean()  # noqa: E731
+    assert misfit(out) < 0.75 * misfit(raw)
+    means = lambda x: x.mean(axis=(2, 3))  # noqa: E731
+    assert np.abs(means(out) - means(lr)).max() < 0.25 * np.abs(means(raw) - means(lr)).max()
+    misfit_lr = lr - downsample(torch.from_numpy(raw), bp.scale).numpy()
+    correction = out - raw
+    np.testing.assert_allclose(correction, upsample(torch.from_numpy(misfit_lr), bp.scale).numpy(), atol=1e-5)
+    assert np.abs(correction).max() <= 1.3 * np.abs(misfit_lr).max()
+    exact = DiffusionUpsampler(tiny, device="cpu", eta=1.0, consistency="exact").upscale_tiles(lr, [(0, 0), (75, 0)])
+    assert np.abs(exact.mean - raw).max() > 1.5 * np.abs(correction).max()
+
+
+def test_estimate_start_adds_one_evaluation(tiny: Path) -> None:
+    """--init estimate: the network's one-step estimate is noised to t0 (one more evaluation, recorded in the tags);
+    deterministic for a seed and different from the bicubic start."""
+    lr = _lr(1, 6, 8)
+    calls = []
+    est = DiffusionUpsampler(tiny, device="cpu", init="estimate", steps=2)
+    forward = est.model.forward
+    est.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    a = est.upscale_tiles(lr, [(0, 0)]).mean
+    assert len(calls) == 3 and est.provenance()["RSSR_EVALUATIONS"] == "3"
+    est.model.forward = forward
+    b = DiffusionUpsampler(tiny, device="cpu", init="estimate", steps=2).upscale_tiles(lr, [(0, 0)]).mean
+    c = DiffusionUpsampler(tiny, device="cpu", init="bicubic", steps=2).upscale_tiles(lr, [(0, 0)]).mean
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1e-6
 
 
 def test_batches_do_not_change_results(tiny: Path) -> None:
@@ -153,12 +191,13 @@ def test_batches_do_not_change_results(tiny: Path) -> None:
 def test_options_defaults_and_provenance(tiny: Path) -> None:
     up = DiffusionUpsampler(tiny, device="cpu")
     sampler = up.config.sampler
-    assert (up.steps, up.start, up.eta, up.consistency) == (sampler.steps, sampler.start, sampler.eta, True)
+    assert (up.steps, up.start, up.eta, up.consistency, up.init) == (sampler.steps, sampler.start, sampler.eta,
+                                                                      "backproject", "bicubic")
     tags = DiffusionUpsampler(tiny, device="cpu", steps=2, start=0.3, eta=0.5, seed=9, samples=2,
                               consistency=False).provenance()
     assert tags["RSSR_METHOD"] == "diffusion" and tags["RSSR_MODEL"].startswith(tiny.name + "@")
     assert (tags["RSSR_STEPS"], tags["RSSR_START"], tags["RSSR_ETA"], tags["RSSR_SEED"], tags["RSSR_SAMPLES"],
-            tags["RSSR_CONSISTENCY"]) == ("2", "0.3", "0.5", "9", "2", "false")
+            tags["RSSR_CONSISTENCY"]) == ("2", "0.3", "0.5", "9", "2", "none")
     assert all(isinstance(v, str) for v in tags.values())
 
 
@@ -170,6 +209,8 @@ def test_options_defaults_and_provenance(tiny: Path) -> None:
     ({"eta": -1.0}, "--eta"),
     ({"samples": 0}, "--samples"),
     ({"batch_size": 0}, "--batch-size"),
+    ({"consistency": "strict"}, "--consistency strict"),
+    ({"init": "noise"}, "--init noise"),
 ])
 def test_bad_options_are_usage_errors(tiny: Path, options: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
@@ -209,3 +250,27 @@ def test_cuda_matches_cpu_roughly(tiny: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_cpu_allocator_setting_applies_on_linux() -> None:
     assert keep_big_blocks() is True
+
+
+def test_cli_sampler_modes(tiny: Path, utm_scene: Path, tmp_path: Path) -> None:
+    """--consistency MODE and --init reach the sampler; --no-consistency still means none; the CLI's choices are the
+    sampler's (repeated there so that --help does not import torch)."""
+    import rasterio
+    from click.testing import CliRunner
+
+    from rssr_cli.cli import main
+    from rssr_cli.cli.options import CONSISTENCY_CHOICES, INIT_CHOICES
+    from rssr_cli.model.config import CONSISTENCY_MODES, SAMPLER_INITS
+
+    assert CONSISTENCY_CHOICES == CONSISTENCY_MODES and INIT_CHOICES == SAMPLER_INITS
+    box = ["--bbox", "500000,5199840,500160,5200000", "--bbox-crs", "scene", "--weights", str(tiny), "--device", "cpu"]
+    for flags, mode, init in ((["--no-consistency"], "none", "bicubic"),
+                              (["--consistency", "exact", "--init", "estimate"], "exact", "estimate")):
+        out = tmp_path / f"{mode}.tif"
+        result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(out), "-q", *box, *flags])
+        assert result.exit_code == 0, result.output
+        with rasterio.open(out) as ds:
+            assert (ds.tags()["RSSR_CONSISTENCY"], ds.tags()["RSSR_INIT"]) == (mode, init)
+    result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(tmp_path / "x.tif"), *box,
+                                       "--no-consistency", "--consistency", "exact"])
+    assert result.exit_code == 2 and "contradicts" in result.output

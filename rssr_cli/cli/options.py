@@ -1,7 +1,8 @@
 """Reusable click options and parameter types (rio's ``options.py`` pattern).
 
 Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``output_opt``, ``overwrite_opt``,
-``json_opt``, ``device_opt``, ``weights_opt``.
+``json_opt``, ``device_opt``, ``weights_opt``, ``sampler_mode_options`` (``--consistency``, ``--no-consistency``,
+``--init``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,42 @@ device_opt = click.option("--device", default="auto", show_default=True,
                           help="auto, cpu, cuda or cuda:N (auto takes CUDA when present; CPU fallback with a notice).")
 weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
                            help="Model weights file (.safetensors). Default: the model shipped in weights/.")
+
+
+#: The sampler's modes (rssr_cli.model.config.CONSISTENCY_MODES / SAMPLER_INITS, repeated here so that ``--help``
+#: does not import torch; tests/test_cli.py checks they agree).
+CONSISTENCY_CHOICES = ("backproject", "exact", "none")
+INIT_CHOICES = ("bicubic", "estimate")
+
+
+def sampler_mode_options(command):
+    """``--consistency MODE`` (``--no-consistency`` = ``none``, as before the modes existed) and ``--init``; the
+    command receives ``consistency`` (a mode or None) and ``init``."""
+
+    def no_consistency(ctx: click.Context, param, value):
+        if value:
+            ctx.ensure_object(dict)["no_consistency"] = True
+        return value
+
+    command = click.option("--init", type=click.Choice(INIT_CHOICES), help="Sampler start: bicubic (residual 0) or "
+                           "estimate (the network's one-step estimate, noised to --start; one more evaluation). "
+                           "Default: the model's.")(command)
+    command = click.option("--no-consistency", is_flag=True, expose_value=False, callback=no_consistency,
+                           help="Same as --consistency none.")(command)
+    command = click.option("--consistency", type=click.Choice(CONSISTENCY_CHOICES),
+                           help="How the result is tied to the input: backproject (one step x + U(lr - D x): band "
+                           "means and 10 m content follow the input within its noise), exact (D x == input; "
+                           "amplifies the input's noise), none. Default: the model's.")(command)
+    return command
+
+
+def consistency_value(ctx: click.Context, consistency: str | None) -> str | None:
+    """``--consistency`` as given, or ``none`` for ``--no-consistency``."""
+    if ctx.obj and ctx.obj.get("no_consistency"):
+        if consistency not in (None, "none"):
+            raise click.UsageError(f"--no-consistency contradicts --consistency {consistency}")
+        return "none"
+    return consistency
 
 
 def verbosity_options(command):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from rssr_cli.cli.options import (IntList, KeyValue, device_opt, flatten_bidx, json_opt, overwrite_opt,
-                                  verbosity_options, weights_opt)
+from rssr_cli.cli.options import (IntList, KeyValue, consistency_value, device_opt, flatten_bidx, json_opt,
+                                  overwrite_opt, sampler_mode_options, verbosity_options, weights_opt)
 from rssr_cli.cli.progress import tile_progress
 from rssr_cli.methods import METHODS
 from rssr_cli.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
@@ -80,8 +80,7 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise field.")
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Draws per pixel; the output is their mean and OUTPUT_std.tif their standard deviation.")
-@click.option("--consistency/--no-consistency", default=None, help="Project the result so that degrading it gives "
-              "back the input. Default: the model's.")
+@sampler_mode_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per model call. Default: the method's.")
 @click.option("--scale", type=float, help="Scale factor for --method bicubic (default 12.5: 10 m -> 0.8 m).")
 @click.option("--tile-size", type=click.IntRange(min=2), default=DEFAULT_TILE_SIZE, show_default=True,
@@ -105,8 +104,8 @@ def _all_single_band(paths: list[str]) -> bool:
 @verbosity_options
 @click.pass_context
 def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
-            bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, batch_size, scale,
-            tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
+            bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, init, batch_size,
+            scale, tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
             overwrite, preview, dry_run, as_json):
     """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
 
@@ -140,7 +139,8 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
     # Each method takes the flags it defines (rssr_cli.methods); the others keep their defaults.
     options = UpscaleOptions(
         method=method_options(method, weights=weights, device=device, steps=steps, start=start, eta=eta, seed=seed,
-                              samples=samples, consistency=consistency, batch_size=batch_size,
+                              samples=samples, consistency=consistency_value(ctx, consistency), init=init,
+                              batch_size=batch_size,
                               scale=Fraction(scale).limit_denominator(1000) if scale else None),
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,

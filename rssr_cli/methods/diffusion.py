@@ -4,8 +4,8 @@
 :func:`sample_tiles` is used by ``rssr upscale`` (through :class:`DiffusionUpsampler`), ``rssr evaluate`` and the
 validation inside ``rssr train``, so that what is scored is exactly what ships. For a batch of LR tiles: bicubic onto
 the HR grid (:func:`rssr_cli.degrade.upsample`), prior features once, then for each of ``samples`` draws the LR-start
-sampler (K network evaluations) with position-keyed noise, the residual turned back into reflectance, and optionally
-the consistency projection. It returns the mean of the draws and, for several draws, their per-pixel standard
+sampler (K network evaluations, plus one for an ``estimate`` start) with position-keyed noise, the residual turned
+back into reflectance, and the consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several draws, their per-pixel standard
 deviation (the uncertainty the pipeline writes as a companion COG).
 
 Noise comes from :func:`rssr_cli.diffusion.noise.tile_noise` at each tile's global HR origin: overlapping tiles draw
@@ -24,7 +24,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from rssr_cli.degrade import project_consistent, upsample
+from rssr_cli.degrade import back_project, project_consistent, upsample
 from rssr_cli.devices import resolve_device
 from rssr_cli.diffusion.noise import tile_noise
 from rssr_cli.diffusion.samplers import ddim_timesteps, lr_start_sample
@@ -33,12 +33,16 @@ from rssr_cli.errors import UsageError
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods.base import TileResult
 from rssr_cli.model import SRModel, receptive_field
-from rssr_cli.model.config import SamplerConfig
+from rssr_cli.model.config import CONSISTENCY_MODES, SAMPLER_INITS, SamplerConfig
 from rssr_cli.weights import LoadedModel, load_weights
 
 __all__ = ["DiffusionOptions", "DiffusionUpsampler", "patch_origins", "sample_tiles"]
 
 Origins = Sequence[tuple[int, int]]
+
+#: Noise keys of the ``estimate`` start's evaluation, apart from the sampler's own (0, 1, 2 ...): the two phases of
+#: one draw never share noise.
+ESTIMATE_NOISE_STEP = 1 << 20
 
 
 def patch_origins(indices: Sequence[int] | np.ndarray, hr_width: int) -> list[tuple[int, int]]:
@@ -54,7 +58,7 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     """Super-resolve a batch of LR tiles (N, C, h, w) reflectance on the model's device.
 
     ``origins``: each tile's top-left pixel in a global HR grid; the noise and the network's stride grid are keyed to
-    it, so a tile's result does not depend on the batch it is in. ``sampler``: steps, start, eta and consistency.
+    it, so a tile's result does not depend on the batch it is in. ``sampler``: steps, start, eta, consistency, init.
     ``amp``: bf16 autocast for the network on CUDA. Returns the mean over ``samples`` draws (float32) and their
     unbiased standard deviation (None for one draw).
     """
@@ -76,11 +80,14 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
         def noise(k: int, s: int = s) -> torch.Tensor:
             return tile_noise(seed, k, list(origins), shape, sample=s, device=device)
 
+        x_init = None
+        if sampler.init == "estimate":  # CCDF: start from the network's own estimate, not from residual 0
+            x_init = lr_start_sample(denoiser, schedule, lr_up, steps=1, start=1.0,
+                                     noise=lambda k: noise(ESTIMATE_NOISE_STEP + k),
+                                     prediction=model.config.prediction)
         x0 = lr_start_sample(denoiser, schedule, lr_up, steps=sampler.steps, start=sampler.start, eta=sampler.eta,
-                             noise=noise, prediction=model.config.prediction)
-        sr = model.from_residual(x0, lr_up)
-        if sampler.consistency:
-            sr = project_consistent(sr, lr, model.config.scale)
+                             noise=noise, prediction=model.config.prediction, x_init=x_init)
+        sr = _consistent(model.from_residual(x0, lr_up), lr, model.config.scale, sampler.consistency)
         total += sr.double()
         total_sq += sr.double() ** 2
     mean = total / samples
@@ -91,11 +98,21 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     return mean.float(), var.sqrt().float()
 
 
+def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) -> torch.Tensor:
+    """The sampler's ``consistency`` step (see :class:`~rssr_cli.model.config.SamplerConfig`)."""
+    if mode == "backproject":
+        return back_project(sr, lr, scale)
+    if mode == "exact":
+        return project_consistent(sr, lr, scale)
+    return sr
+
+
 @dataclass(frozen=True)
 class DiffusionOptions:
     """``--method diffusion``: the model in ``weights`` (None: the shipped one) and how to sample it.
 
-    ``steps``/``start``/``eta``/``consistency``: None takes the model's defaults (``config.sampler``). ``seed`` and
+    ``steps``/``start``/``eta``/``consistency``/``init``: None takes the model's defaults (``config.sampler``;
+    ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean exact/none). ``seed`` and
     ``samples``: the draws; the same seed on the same device gives the same output. ``batch_size``: tiles per network
     call (default 8 on CUDA, 1 on the CPU).
     """
@@ -108,13 +125,14 @@ class DiffusionOptions:
     eta: float | None = None
     seed: int = 0
     samples: int = 1
-    consistency: bool | None = None
+    consistency: str | bool | None = None
+    init: str | None = None
     batch_size: int | None = None
 
     def build(self) -> "DiffusionUpsampler":
         return DiffusionUpsampler(self.weights, device=self.device, steps=self.steps, start=self.start,
                                   eta=self.eta, seed=self.seed, samples=self.samples, consistency=self.consistency,
-                                  batch_size=self.batch_size)
+                                  init=self.init, batch_size=self.batch_size)
 
 
 class DiffusionUpsampler:
@@ -136,7 +154,8 @@ class DiffusionUpsampler:
         eta: float | None = None,
         seed: int = 0,
         samples: int = 1,
-        consistency: bool | None = None,
+        consistency: str | bool | None = None,
+        init: str | None = None,
         batch_size: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
@@ -146,8 +165,8 @@ class DiffusionUpsampler:
         self.seed = int(seed)
         self.samples = int(samples)
         self.batch_size = int(batch_size) if batch_size is not None else (8 if self.device.type == "cuda" else 1)
-        overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency}
-        self._check_options(steps=steps, start=start, eta=eta)
+        overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency, "init": init}
+        self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init)
         self.sampler: SamplerConfig = replace(self.config.sampler,
                                               **{k: v for k, v in overrides.items() if v is not None})
         self.t0 = self.schedule.start_index(self.sampler.start)
@@ -158,7 +177,8 @@ class DiffusionUpsampler:
         if self.device.type == "cpu":
             keep_big_blocks()  # see rssr_cli.memory: page faults cost a third of CPU time otherwise
 
-    def _check_options(self, *, steps: int | None, start: float | None, eta: float | None) -> None:
+    def _check_options(self, *, steps: int | None, start: float | None, eta: float | None,
+                       consistency: str | bool | None, init: str | None) -> None:
         """Each option checked with a message naming its flag (SamplerConfig's own checks do not name flags)."""
         defaults = self.config.sampler
         steps = defaults.steps if steps is None else int(steps)
@@ -176,6 +196,10 @@ class DiffusionUpsampler:
             raise UsageError(f"--eta must be non-negative, got {eta:g}")
         if self.samples < 1:
             raise UsageError(f"--samples must be at least 1, got {self.samples}")
+        if isinstance(consistency, str) and consistency not in CONSISTENCY_MODES:
+            raise UsageError(f"--consistency {consistency}: choose one of {', '.join(CONSISTENCY_MODES)}")
+        if init is not None and init not in SAMPLER_INITS:
+            raise UsageError(f"--init {init}: choose one of {', '.join(SAMPLER_INITS)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
 
@@ -193,8 +217,12 @@ class DiffusionUpsampler:
         return self.sampler.eta
 
     @property
-    def consistency(self) -> bool:
+    def consistency(self) -> str:
         return self.sampler.consistency
+
+    @property
+    def init(self) -> str:
+        return self.sampler.init
 
     @property
     def context(self) -> int:
@@ -230,6 +258,8 @@ class DiffusionUpsampler:
             "RSSR_ETA": f"{self.sampler.eta:g}",
             "RSSR_SEED": str(self.seed),
             "RSSR_SAMPLES": str(self.samples),
-            "RSSR_CONSISTENCY": "true" if self.sampler.consistency else "false",
+            "RSSR_CONSISTENCY": self.sampler.consistency,
+            "RSSR_INIT": self.sampler.init,
+            "RSSR_EVALUATIONS": str(self.sampler.evaluations),
             "RSSR_DEVICE": self.device.type,
         }

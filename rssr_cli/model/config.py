@@ -17,8 +17,12 @@ __all__ = [
     "ArchConfig",
     "ModelConfig",
     "Normalization",
+    "CONSISTENCY_MODES",
+    "Consistency",
     "Prediction",
+    "SAMPLER_INITS",
     "SamplerConfig",
+    "SamplerInit",
     "ScheduleConfig",
 ]
 
@@ -31,6 +35,10 @@ ScheduleKind = Literal["cosine", "linear"]
 SCHEDULES: tuple[str, ...] = ("cosine", "linear")
 LossKind = Literal["l1", "l2"]
 LOSSES: tuple[str, ...] = ("l1", "l2")
+Consistency = Literal["backproject", "exact", "none"]
+CONSISTENCY_MODES: tuple[str, ...] = ("backproject", "exact", "none")
+SamplerInit = Literal["bicubic", "estimate"]
+SAMPLER_INITS: tuple[str, ...] = ("bicubic", "estimate")
 
 
 @dataclass(frozen=True)
@@ -101,20 +109,41 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     """Default settings of the LR-start sampler, overridable per run (``--steps``, ``--start``, ``--eta``,
-    ``--consistency``). See docs/model.md for why these values."""
+    ``--consistency``, ``--init``). See docs/model.md for why these values.
+
+    ``consistency``: how the result is tied to the LR (:mod:`rssr_cli.degrade`): ``backproject`` (one step of
+    ``x + U(lr − D x)``: band means and the 10 m content follow the LR to within its noise), ``exact``
+    (``x + D⁺(lr − D x)``: ``D x == lr`` exactly, which pushes the LR's noise through the inverse of the blur), or
+    ``none``. Files written before the modes existed store true/false, read as ``exact``/``none``.
+    ``init``: the state the sampler starts from before noising to t0: ``bicubic`` (residual 0) or ``estimate`` (the
+    network's own one-step estimate from pure noise, CCDF's "good initial estimate"; one more network evaluation).
+    """
 
     steps: int = 8
     start: float = 0.6
     eta: float = 0.0
-    consistency: bool = True
+    consistency: Consistency = "backproject"
+    init: SamplerInit = "bicubic"
 
     def __post_init__(self) -> None:
+        if isinstance(self.consistency, bool):
+            object.__setattr__(self, "consistency", "exact" if self.consistency else "none")
+        if self.consistency not in CONSISTENCY_MODES:
+            raise ValueError(f"sampler: consistency must be one of {', '.join(CONSISTENCY_MODES)}, "
+                             f"got {self.consistency!r}")
+        if self.init not in SAMPLER_INITS:
+            raise ValueError(f"sampler: init must be one of {', '.join(SAMPLER_INITS)}, got {self.init!r}")
         if self.steps < 1:
             raise ValueError("sampler: steps must be at least 1")
         if not 0.0 < self.start <= 1.0:
             raise ValueError("sampler: start must be in (0, 1]")
         if self.eta < 0:
             raise ValueError("sampler: eta must be non-negative")
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per sample: the DDIM steps, plus one for an ``estimate`` start."""
+        return self.steps + (1 if self.init == "estimate" else 0)
 
 
 @dataclass(frozen=True)
