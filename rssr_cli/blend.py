@@ -6,8 +6,9 @@ next tile row's start are final and are handed out at once, and the rows in the 
 carried (weighted sums and weights) until that row adds its share. What is held at any time is one tile's worth of
 columns for the current row plus ``overlap x width`` rows of carry: no full-size (nor full-row) accumulator exists.
 
-Weights are the tile plan's cosine ramps (:mod:`rssr_cli.tiling`); the output is ``sum(w * tile) / sum(w)``. With several samples, standard deviations are blended as ``sqrt(sum(w * std²) / sum(w))``: exact inside a
-tile, a weighted mean of variances across seams.
+Weights are the tile plan's cosine ramps (:mod:`rssr_cli.tiling`); the output is ``sum(w * tile) / sum(w)``. With
+several samples, standard deviations are blended as ``sqrt(sum(w * std²) / sum(w))``: exact inside a tile, a weighted
+mean of variances across seams.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A row of tiles shares its rows and overlaps in columns, so the scene is read once per row of a column chunk: one
 window covering the read windows of all its tiles. :meth:`rssr_cli.scene.Scene.read` returns validity (nodata,
 masks, outside the scene) with the reflectance and the strip keeps both, so the output mask
-(:mod:`rssr_cli.validity`) comes from pixels already read. Strips are read when asked for: one is held at a time.
+(:mod:`rssr_cli.validity`) comes from pixels already read. Strips are read when asked for, so memory holds the strip
+being worked on (and the next one while it is read), whatever the scene size.
 """
 
 from __future__ import annotations

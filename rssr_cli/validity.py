@@ -42,8 +42,8 @@ class OutputMask:
         rows = self._lr_pixels(block.row0, h, int(self.window.height)) + int(self.window.row_off - strip.window.row_off)
         cols = self._lr_pixels(block.col0, w, int(self.window.width)) + int(self.window.col_off - strip.window.col_off)
         if rows[0] < 0 or rows[-1] >= strip.valid.shape[0] or cols[0] < 0 or cols[-1] >= strip.valid.shape[1]:
-            raise RuntimeError(f"internal: output rows {block.row0}..{block.row0 + h} are not under LR strip "
-                               f"{strip.row}")
+            raise RuntimeError(f"internal: the output block at row {block.row0}, column {block.col0} is not under "
+                               f"LR strip {strip.row}")
         valid = strip.valid[np.ix_(rows, cols)]
         if self.polygon is not None:
             sub = self.hr_grid.window(Window(block.col0, block.row0, w, h))
