@@ -62,17 +62,54 @@ def test_config_round_trip_and_validation() -> None:
         ArchConfig(widths=(8, 16), blocks=(1,))
 
 
+def _random_model(config: ModelConfig, seed: int):
+    """Every parameter random (like conftest's random_tiny_model), for any config."""
+    model = build_model(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+#: Outputs of random networks, pinned before ArchConfig.unshuffle existed: (sum, out[0, :, 10, 20], out[1, :, 30, 3])
+#: without and with origins. The default factor must keep giving today's network, so that every weights file written
+#: before the field existed loads and renders as it did.
+GOLDEN_OUTPUTS = {
+    ("tiny", False): (-172.0858983299695, [0.4178678095340729, 0.7477682828903198, 0.6971859931945801,
+                                           -0.43012383580207825],
+                      [-0.684453010559082, -0.19358684122562408, -0.8224259614944458, -0.6524602770805359]),
+    ("tiny", True): (-284.074313392397, [-1.1751477718353271, 0.25273793935775757, 0.024941906332969666,
+                                         0.6015283465385437],
+                     [-0.32007524371147156, -0.025523483753204346, -0.12820318341255188, 0.25595343112945557]),
+    ("default", False): (3369.1173637825996, [0.8177964091300964, -0.6601487398147583, 1.1409246921539307,
+                                              -1.3114720582962036],
+                         [-1.5922489166259766, -0.6563523411750793, 1.9342739582061768, -0.9923475980758667]),
+    ("default", True): (3597.1401325757615, [-1.4877815246582031, 1.5605199337005615, 1.5459041595458984,
+                                             1.6842992305755615],
+                        [0.043190620839595795, -1.7569596767425537, 0.49132344126701355, -0.008760809898376465]),
+}
+
+
+@pytest.mark.parametrize("preset, with_origins", list(GOLDEN_OUTPUTS))
+def test_golden_outputs(preset: str, with_origins: bool) -> None:
+    model = random_tiny_model(seed=4) if preset == "tiny" else _random_model(ModelConfig(), 4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 37, 45, generator=g)
+    lr_up = 0.1 + 0.05 * torch.randn(2, 4, 37, 45, generator=g)
+    with torch.no_grad():
+        out = model(x, torch.tensor([3, 17]), lr_up, origins=[(5, -3), (25, 11)] if with_origins else None)
+    total, a, b = GOLDEN_OUTPUTS[preset, with_origins]
+    assert out.double().sum().item() == pytest.approx(total, rel=1e-5)
+    torch.testing.assert_close(out[0, :, 10, 20], torch.tensor(a), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1, :, 30, 3], torch.tensor(b), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "default"])
 def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
     """No input pixel farther than receptive_field() from an output pixel can change it; and the bound is tight
     (within 20 %), so the context the method asks for is not wasted."""
-    model = random_tiny_model(seed=1)
-    if preset == "default":
-        model = build_model(ModelConfig())
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    model = random_tiny_model(seed=1) if preset == "tiny" else _random_model(ModelConfig(), 1)
     rf = receptive_field(model.config)
     size = 2 * rf + 24
     x = torch.randn(1, 4, size, size, requires_grad=True)
