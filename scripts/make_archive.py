@@ -11,6 +11,19 @@ Writes HR-only manifests (``rssr prepare --synthetic-lr`` reads them; paths are 
 - ``test.csv``: SWISSIMAGE mosaic 08 (Brig-Naters: town, rail yard, river, forest, meadows) and the eastern 184 m of
   the Satellogic tile. Training and tuning never see these pixels.
 
+and, for the v2 model (issue 12: more sources, towns and farmland among the held-out regions):
+
+- ``train-v2.csv``: everything in ``train.csv`` plus the NAIP crop m_3607717 (Virginia: forest and fields, RGB+NIR,
+  ``NAIP_COPIES`` copies) and the northern 270 m of the Banepa drone mosaic (a dense Nepali town, RGB, NIR masked,
+  ``BANEPA_COPIES`` copies);
+- ``test-naip_test.csv``, ``test-banepa_south.csv``: two more held-out regions, the NAIP crop m_3607824 (North
+  Carolina: forest and field edges) and the southern 270 m of Banepa (town), each scored on its own. The NAIP airport crop (86 m x 105 m) is smaller than one 160 m patch: unused.
+
+NAIP's 8-bit DNs are uncalibrated: the visible bands get the orthophotos' mapping below, and NIR
+``NAIP_NIR_GAIN * DN / 255`` (forest at DN ~185 -> 0.33, water at DN ~15 -> 0.03, the range of Sentinel-2 L2A B08).
+Banepa's pure-white areas outside the flight are 0.01 % of the two halves used (measured), so nothing is masked there:
+a "white is nodata" rule would also mask the town's white roofs, and a patch needs every pixel valid.
+
 The Satellogic split is cut on UTM metres (x < 200 m from the west edge: train; x >= 200 m: test), so the two parts
 share no pixel. The 8-bit SWISSIMAGE and Inria images are converted to 16-bit reflectance x 10000 with ``DISPLAY_GAIN`` and
 ``DISPLAY_GAMMA`` (``reflectance = 0.3 (DN/255)^1.5``), so that one ``rssr prepare`` reads every source with its default
@@ -41,10 +54,21 @@ SATELLOGIC_SPLIT_M = 200  # metres from the west edge (1 m pixels)
 SATELLOGIC_COPIES = 8
 DISPLAY_GAIN = 0.3
 DISPLAY_GAMMA = 1.5
+NAIP = "hr/naip-rgbn"
+TRAIN_NAIP = "m_3607717_sw_18_1_20160620_subset.tif"
+TEST_NAIP = "m_3607824_se_17_1_20160620_subset.tif"
+NAIP_NIR_GAIN = 0.45
+NAIP_COPIES = 4
+BANEPA = "hr/banepa-drone/banepa_oam_0p13m_train_mosaic.tif"
+BANEPA_SPLIT_ROW = 2048  # half of the 540 m mosaic (0.133 m rows): north train, south test (each ≥ 2 patch rows)
+BANEPA_COPIES = 2
 
 
-def _to_reflectance(src: Path, dst: Path) -> None:
-    """8-bit display RGB -> uint16 reflectance x 10000 (1..65534), invalid pixels 0 (nodata)."""
+def _to_reflectance(src: Path, dst: Path, *, nir_gain: float | None = None, rows: tuple[int, int] | None = None,
+                    mask_clipped: bool = True) -> None:
+    """8-bit display RGB (and NIR as band 4 with ``nir_gain``) -> uint16 reflectance x 10000 (1..65534), invalid
+    pixels 0 (nodata). ``rows``: only these rows; ``mask_clipped``: a pixel at 255 in any band is nodata (the v1
+    recipe; the v2 sources keep bright roofs, which clip a channel in nearly every town patch)."""
     import warnings
 
     import numpy as np
@@ -53,20 +77,24 @@ def _to_reflectance(src: Path, dst: Path) -> None:
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         ds = rasterio.open(src)
     with ds:
-        dn = ds.read()
-        valid = (ds.read_masks() > 0).all(axis=0) & ~(dn == 255).any(axis=0)
+        window = Window(0, rows[0], ds.width, rows[1] - rows[0]) if rows else None
+        dn = ds.read(window=window)
+        valid = (ds.read_masks(window=window) > 0).all(axis=0)
+        if mask_clipped:
+            valid &= ~(dn == 255).any(axis=0)
         refl = DISPLAY_GAIN * (dn.astype(np.float64) / 255.0) ** DISPLAY_GAMMA
+        if nir_gain is not None:
+            refl[3] = nir_gain * dn[3] / 255.0  # NIR: linear, see NAIP_NIR_GAIN
         out = np.clip(np.rint(refl * 10000), 1, 65534).astype(np.uint16)
         out[:, ~valid] = 0
-        profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count, "dtype": "uint16",
+        profile = {"driver": "GTiff", "width": dn.shape[2], "height": dn.shape[1], "count": ds.count, "dtype": "uint16",
                    "nodata": 0, "compress": "deflate", "predictor": 2, "tiled": True, "blockxsize": 512,
                    "blockysize": 512, "BIGTIFF": "IF_SAFER"}
         if ds.crs is not None:
-            profile |= {"crs": ds.crs, "transform": ds.transform}
+            profile |= {"crs": ds.crs, "transform": ds.window_transform(window) if window else ds.transform}
         with rasterio.open(dst, "w", **profile) as o:
             o.write(out)
-            o.colorinterp = ds.colorinterp
-            o.descriptions = ("Red", "Green", "Blue")[: ds.count]
+            o.descriptions = ("Red", "Green", "Blue", "NIR")[: ds.count]
 
 
 def _crop(src: Path, dst: Path, col0: int, col1: int) -> None:
@@ -126,6 +154,33 @@ def main() -> None:
     _manifest(out / "test.csv", test)
     _manifest(out / "test_satellogic.csv", [test[-1]])
     print(f"wrote {out}/train.csv ({len(train)} rasters), val.csv ({len(val)}), test.csv ({len(test)})")
+    train_v2, test_v2 = _v2_sources(data, out)
+    _manifest(out / "train-v2.csv", train + train_v2)
+    for row in test_v2:  # one manifest per new test region: the card reports every region on its own
+        _manifest(out / f"test-{Path(row['hr']).stem}.csv", [row])
+    print(f"wrote {out}/train-v2.csv ({len(train) + len(train_v2)} rasters) and test-naip_test.csv, "
+          "test-banepa_south.csv")
+
+
+def _v2_sources(data: Path, out: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The v2 model's extra sources (see the module docstring): NAIP RGB+NIR and the Banepa town, split in space."""
+    with rasterio.open(data / BANEPA) as ds:
+        height = ds.height
+    made = {
+        ("train", "naip_train.tif"): dict(src=data / NAIP / TRAIN_NAIP, nir_gain=NAIP_NIR_GAIN),
+        ("test", "naip_test.tif"): dict(src=data / NAIP / TEST_NAIP, nir_gain=NAIP_NIR_GAIN),
+        ("train", "banepa_north.tif"): dict(src=data / BANEPA, rows=(0, BANEPA_SPLIT_ROW)),
+        ("test", "banepa_south.tif"): dict(src=data / BANEPA, rows=(BANEPA_SPLIT_ROW, height)),
+    }
+    for (sub, name), spec in made.items():
+        dst = out / sub / name
+        if not dst.exists():
+            src = spec.pop("src")
+            _to_reflectance(src, dst, mask_clipped=False, **spec)
+    copies = {"naip_train.tif": NAIP_COPIES, "banepa_north.tif": BANEPA_COPIES}
+    train = [{"hr": f"train/{name}", "hr_res": ""} for name, k in copies.items() for _ in range(k)]
+    test = [{"hr": "test/naip_test.tif", "hr_res": ""}, {"hr": "test/banepa_south.tif", "hr_res": ""}]
+    return train, test
 
 
 if __name__ == "__main__":
