@@ -174,3 +174,29 @@ def test_scripts_use_only_public_names() -> None:
                 assert _resolve(node.module) == node.module, f"{path.name}: no module {node.module}"
                 private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not private, private
+
+
+#: docs/ARCHITECTURE.md's floors, bottom up: a module may import its own floor and those below.
+FLOORS: list[tuple[str, ...]] = [
+    ("rssr_cli.errors", "rssr_cli.version", "rssr_cli.atomic", "rssr_cli.bands", "rssr_cli.degrade",
+     "rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.devices", "rssr_cli.memory", "rssr_cli.diffusion",
+     "rssr_cli.model"),
+    ("rssr_cli.scene", "rssr_cli.aoi", "rssr_cli.tiling", "rssr_cli.encoding", "rssr_cli.validity", "rssr_cli.strips",
+     "rssr_cli.cog", "rssr_cli.preview"),
+    ("rssr_cli.weights", "rssr_cli.methods"),
+    ("rssr_cli.infer", "rssr_cli.blend", "rssr_cli.sink", "rssr_cli.pipeline", "rssr_cli.scene_info",
+     "rssr_cli.evaluate", "rssr_cli.train"),
+    ("rssr_cli.cli", "rssr_cli.__main__", "rssr_cli"),
+]
+
+
+def _floor(module: str) -> int:
+    for i, prefixes in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "rssr_cli") or module == "rssr_cli":
+            return i if module != "rssr_cli" else len(FLOORS) - 1
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS and docs/ARCHITECTURE.md")
+
+
+def test_every_module_imports_only_its_floor_and_below() -> None:
+    upward = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() for d in deps if _floor(d) > _floor(m))
+    assert not upward, upward
