@@ -181,11 +181,10 @@ FLOORS: list[tuple[str, ...]] = [
     ("rssr_cli.errors", "rssr_cli.version", "rssr_cli.atomic", "rssr_cli.bands", "rssr_cli.degrade",
      "rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.devices", "rssr_cli.memory", "rssr_cli.diffusion",
      "rssr_cli.model"),
-    ("rssr_cli.scene", "rssr_cli.aoi", "rssr_cli.tiling", "rssr_cli.encoding", "rssr_cli.validity", "rssr_cli.strips",
-     "rssr_cli.cog", "rssr_cli.preview"),
+    ("rssr_cli.scene", "rssr_cli.aoi", "rssr_cli.tiling", "rssr_cli.encoding", "rssr_cli.cog", "rssr_cli.preview"),
     ("rssr_cli.weights", "rssr_cli.methods"),
-    ("rssr_cli.infer", "rssr_cli.blend", "rssr_cli.sink", "rssr_cli.pipeline", "rssr_cli.scene_info",
-     "rssr_cli.evaluate", "rssr_cli.train"),
+    ("rssr_cli.strips", "rssr_cli.infer", "rssr_cli.blend", "rssr_cli.validity", "rssr_cli.sink", "rssr_cli.pipeline",
+     "rssr_cli.scene_info", "rssr_cli.evaluate", "rssr_cli.train"),
     ("rssr_cli.cli", "rssr_cli.__main__", "rssr_cli"),
 ]
 
