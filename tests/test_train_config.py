@@ -42,6 +42,14 @@ def test_parse_value():
     (["steps=0"], "steps must be at least 1"),
     (["noequals"], "KEY=VALUE"),
     (["ema_decay=1.0"], "ema_decay"),
+    (["brightness=[1.6, 0.6]"], r"brightness must be \[low, high\] with 0 < low <= high, got \[1.6, 0.6\]"),
+    (["brightness=[0, 1.6]"], "brightness must be"),
+    (["brightness=[1.0]"], "brightness must be two numbers"),
+    (["brightness=1.2"], "brightness must be list"),
+    (["spectral_gain=1.5"], r"spectral_gain must be in \[0, 1\)"),
+    (["haze=-0.01"], "haze must be in"),
+    (["band_offset=-0.005"], "band_offset must be in"),
+    (["radiometric=1"], "radiometric must be bool"),
 ])
 def test_bad_values_are_usage_errors(override, message):
     with pytest.raises(UsageError, match=message):
@@ -70,6 +78,17 @@ def test_model_bands_come_from_data():
 
 def test_defaults_are_valid():
     assert TrainConfig().to_dict()["betas"] == [0.9, 0.99]
+
+
+def test_radiometric_augmentation_is_off_by_default_and_recorded(tmp_path):
+    d = TrainConfig().to_dict()
+    assert d["radiometric"] is False and d["brightness"] == [0.6, 1.6]
+    assert (d["spectral_gain"], d["haze"], d["band_offset"]) == (0.1, 0.04, 0.005)
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nradiometric = true\nbrightness = [0.8, 1.25]\nhaze = 0.02\n")
+    cfg = load_config(p, ["band_offset=0"])
+    assert cfg.radiometric and cfg.brightness == (0.8, 1.25) and cfg.haze == 0.02 and cfg.band_offset == 0
+    assert cfg.to_dict()["brightness"] == [0.8, 1.25]
 
 
 def test_mapping_overrides_are_not_reparsed():

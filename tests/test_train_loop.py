@@ -114,6 +114,7 @@ def test_train_writes_weights_with_provenance_and_metrics(cache_path, tmp_path):
     prov = loaded.provenance
     assert prov["steps"] == 6 and prov["command"] == ["rssr", "train", "test"] and prov["data"] == str(cache_path)
     assert prov["synthetic_lr"] is True and "val_psnr" in prov["metrics"] and prov["weights"] == "EMA"
+    assert prov["train_config"]["radiometric"] is False and prov["train_config"]["brightness"] == [0.6, 1.6]
     assert loaded.config.bands == ("B02", "B03", "B04", "B08") and loaded.config.scale == SCALE
     # Normalisation comes from the data, not the preset.
     assert loaded.config.normalization.mean[0] != pytest.approx(0.1)
@@ -131,9 +132,16 @@ def _state(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_gives_identical_weights(cache_path, tmp_path):
+@pytest.mark.parametrize("radiometric", [False, True])
+def test_resume_after_interruption_gives_identical_weights(cache_path, tmp_path, monkeypatch, radiometric):
+    import rssr_cli.train.data as data
+
+    calls = []
+    real = data.random_radiometry
+    monkeypatch.setattr(data, "random_radiometry", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     full = tmp_path / "full"
-    train(_config(cache_path, full))
+    train(_config(cache_path, full, radiometric=radiometric))
+    assert len(calls) == (6 if radiometric else 0)  # the radiometry is drawn every step when on, never when off
 
     class Interrupt(Exception):
         pass
@@ -144,9 +152,9 @@ def test_resume_after_interruption_gives_identical_weights(cache_path, tmp_path)
 
     part = tmp_path / "part"
     with pytest.raises(Interrupt):
-        train(_config(cache_path, part), progress=stop_at_4)
+        train(_config(cache_path, part, radiometric=radiometric), progress=stop_at_4)
     assert _state(part)["step"] == 3
-    train(_config(cache_path, part), resume=True)
+    train(_config(cache_path, part, radiometric=radiometric), resume=True)
     a, b = _state(full), _state(part)
     assert a["step"] == b["step"] == 6
     for key in a["model"]:

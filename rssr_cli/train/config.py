@@ -14,6 +14,7 @@ Why TOML: Python 3.11 reads it without a new dependency (``tomllib``), and it ha
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "ema_decay": _FLOAT, "amp": (bool,), "augment": (bool,), "fresh_degradation": (bool,),
     "normalize_from_data": (bool,), "val_fraction": _FLOAT, "val_every": _INT, "val_max_patches": _INT,
     "val_steps": _INT, "checkpoint_every": _INT, "log_every": _INT, "seed": _INT, "betas": (list, tuple),
-    "model": (dict,), "prepare": (dict,),
+    "model": (dict,), "prepare": (dict,), "radiometric": (bool,), "brightness": (list, tuple),
+    "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT,
 }
 
 
@@ -54,6 +56,13 @@ class TrainConfig:
     amp: bool = True
     augment: bool = True
     fresh_degradation: bool = True
+    # Radiometric augmentation (rssr_cli.train.augment.random_radiometry): off by default, so existing configs train
+    # as before. The ranges are RadiometryRanges's defaults.
+    radiometric: bool = False
+    brightness: tuple[float, float] = (0.6, 1.6)
+    spectral_gain: float = 0.1
+    haze: float = 0.04
+    band_offset: float = 0.005
     normalize_from_data: bool = True
     val_fraction: float = 0.05
     val_every: int = 1000
@@ -77,6 +86,10 @@ class TrainConfig:
         if isinstance(self.steps, float) or isinstance(self.batch_size, float):
             raise UsageError("training config: steps and batch_size must be whole numbers")
         object.__setattr__(self, "betas", tuple(self.betas))
+        if len(self.brightness) != 2 or not all(isinstance(v, _FLOAT) and not isinstance(v, bool)
+                                                for v in self.brightness):
+            raise UsageError(f"training config: brightness must be two numbers [low, high], got {self.brightness!r}")
+        object.__setattr__(self, "brightness", tuple(float(v) for v in self.brightness))
         checks = [
             (self.steps >= 1, "steps must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -91,6 +104,11 @@ class TrainConfig:
              "val_every, checkpoint_every and log_every must be at least 1"),
             (self.crop is None or self.crop >= 1, "crop must be at least 1 LR pixel"),
             (len(self.betas) == 2, "betas must be two numbers"),
+            (0 < self.brightness[0] <= self.brightness[1] < math.inf,
+             f"brightness must be [low, high] with 0 < low <= high, got {list(self.brightness)}"),
+            (0 <= self.spectral_gain < 1, f"spectral_gain must be in [0, 1), got {self.spectral_gain!r}"),
+            (0 <= self.haze < 1, f"haze must be in [0, 1) (reflectance), got {self.haze!r}"),
+            (0 <= self.band_offset < 1, f"band_offset must be in [0, 1) (reflectance), got {self.band_offset!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,6 +120,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["brightness"] = list(self.brightness)
         d["model"] = dict(self.model)
         d["prepare"] = dict(self.prepare)
         return d

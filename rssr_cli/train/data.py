@@ -19,16 +19,17 @@ from enum import IntEnum
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from rssr_cli.bands import MODEL_BANDS
 from rssr_cli.degrade import degrade, upsample
 from rssr_cli.errors import UsageError
 from rssr_cli.model import Normalization
 from rssr_cli.patches import PatchCache, load_cache, save_cache
-from rssr_cli.train.augment import random_crop, random_dihedral
+from rssr_cli.train.augment import RadiometryRanges, random_crop, random_dihedral, random_radiometry
 from rssr_cli.train.config import TrainConfig
 
 #: A batch as the prefetcher hands it over: the indices, then (lr, hr, valid) tensors on the CPU.
@@ -145,8 +146,18 @@ class Prefetcher:
 
 
 def augment(lr: torch.Tensor, hr: torch.Tensor, *, synthetic: bool, scale: Fraction, config: TrainConfig,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fresh degradation (synthetic caches), random crops, flips and rotations, on the training device."""
+            generator: torch.Generator, bands: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radiometry, fresh degradation (synthetic caches), random crops, flips and rotations, on the training device.
+
+    The radiometric map comes first: a synthetic pair's LR is then degraded from the mapped HR (LR and HR consistent
+    through the operator, the sensor noise at its own level whatever the brightness), a real pair has both mapped.
+    ``bands``: the cache's band names (for the haze weights); None means :data:`rssr_cli.bands.MODEL_BANDS`, what
+    ``rssr prepare`` writes unless told other bands. Nothing is drawn for an augmentation that is off.
+    """
+    if config.radiometric:
+        ranges = RadiometryRanges(brightness=config.brightness, spectral_gain=config.spectral_gain,
+                                  haze=config.haze, band_offset=config.band_offset)
+        lr, hr = random_radiometry(lr, hr, generator, ranges, bands=MODEL_BANDS if bands is None else bands)
     if synthetic and config.fresh_degradation:
         lr = degrade(hr, scale, generator=generator)
     if config.crop is not None:
