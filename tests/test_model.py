@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from rssr_cli.degrade import upsample
+from rssr_cli.methods.diffusion import DiffusionUpsampler
 from rssr_cli.model import ArchConfig, ModelConfig, build_model, flops_per_pixel, receptive_field
+from rssr_cli.weights import load_weights, read_config, save_weights
 
 
 from conftest import random_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+#: The tiny network with a ×4 space-to-depth: level 0 at 1/4 of the HR grid, downsampling 8.
+TINY_U4 = ArchConfig(widths=(8, 16), blocks=(1, 1), prior_widths=(4, 8), prior_blocks=(1, 1), time_dim=16, unshuffle=4)
 
+
+@pytest.mark.parametrize("unshuffle", [2, 4])
 @pytest.mark.parametrize("scale, lr_size", [(Fraction(4), (5, 7)), (Fraction(10), (3, 4)),
                                             (Fraction(25, 2), (6, 4))])
-def test_shapes_for_scales(scale: Fraction, lr_size: tuple[int, int]) -> None:
+def test_shapes_for_scales(scale: Fraction, lr_size: tuple[int, int], unshuffle: int) -> None:
     """The same network runs on the HR grid of any scale, for sizes that are not multiples of its downsampling."""
-    model = random_tiny_model(scale=scale)
+    model = random_tiny_model(scale=scale, **({"arch": TINY_U4} if unshuffle == 4 else {}))
     lr = torch.rand(2, 4, *lr_size) * 0.3
     lr_up = upsample(lr, scale)
     assert lr_up.shape[-2:] == (int(lr_size[0] * scale), int(lr_size[1] * scale))
@@ -46,6 +54,17 @@ def test_default_cost_budget() -> None:
     assert params == 2_292_800
 
 
+def test_unshuffle_buys_parameters_not_flops() -> None:
+    """Doubling the unshuffle and the widths together keeps the FLOPs per HR pixel (the 3x3 convs exactly; the stem
+    and output convs, linear in the width, grow a little) and multiplies the parameters by about 4."""
+    u2 = ModelConfig()
+    u4 = ModelConfig(arch=ArchConfig(widths=(64, 128, 256), prior_widths=(32, 64, 128), unshuffle=4))
+    flops = [flops_per_pixel(c, size=32, include_prior=False) for c in (u2, u4)]
+    params = [sum(p.numel() for p in build_model(c).parameters()) for c in (u2, u4)]
+    assert 1.0 <= flops[1] / flops[0] <= 1.1, flops
+    assert 3.7 <= params[1] / params[0] <= 4.0, params
+
+
 def test_config_round_trip_and_validation() -> None:
     config = ModelConfig(scale=Fraction(10), prediction="v")
     d = json.loads(json.dumps(config.to_dict()))
@@ -60,6 +79,38 @@ def test_config_round_trip_and_validation() -> None:
         ModelConfig.from_dict({**d, "bands": ["B02", "B03"]})
     with pytest.raises(ValueError, match="one entry per level"):
         ArchConfig(widths=(8, 16), blocks=(1,))
+
+
+def test_unshuffle_config() -> None:
+    """arch.unshuffle: 2 is the layout of every file written before the field existed, so it is left out of the
+    JSON (older rssr still reads such files); any other factor is written, and older readers refuse it as an unknown
+    field rather than building the wrong network."""
+    assert ModelConfig().arch.unshuffle == 2 and ModelConfig().arch.downsampling == 8
+    assert "unshuffle" not in ModelConfig().to_dict()["arch"]
+    config = ModelConfig.tiny(arch=TINY_U4)
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["arch"]["unshuffle"] == 4
+    assert ModelConfig.from_dict(d) == config
+    assert ArchConfig(widths=(8, 16, 32), blocks=(1, 1, 1), prior_widths=(4, 8, 8), prior_blocks=(1, 1, 1),
+                      unshuffle=4).downsampling == 16
+    for bad in (0, 1, 3, 6, True, 4.0, "4"):
+        with pytest.raises(ValueError, match="unshuffle must be a power of two"):
+            ModelConfig.from_dict({**d, "arch": {**d["arch"], "unshuffle": bad}})
+    with pytest.raises(ValueError, match="unknown field"):
+        ModelConfig.from_dict({**d, "arch": {**d["arch"], "space_to_depth": 4}})
+
+
+def test_unshuffle_weights_round_trip(tmp_path: Path) -> None:
+    model = random_tiny_model(seed=6, arch=TINY_U4)
+    assert model.unet.stem.in_channels == 2 * 4 * 16 and model.unet.out.out_channels == 4 * 16
+    path = save_weights(tmp_path / "u4.safetensors", model, model.config, {"note": "random"})
+    assert read_config(path)["arch"]["unshuffle"] == 4
+    loaded = load_weights(path)
+    assert loaded.config == model.config
+    x = torch.randn(1, 4, 30, 26)
+    lr_up = 0.1 + 0.05 * torch.rand(1, 4, 30, 26)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x, torch.tensor([7]), lr_up), model(x, torch.tensor([7]), lr_up))
 
 
 def _random_model(config: ModelConfig, seed: int):
@@ -105,11 +156,16 @@ def test_golden_outputs(preset: str, with_origins: bool) -> None:
     torch.testing.assert_close(out[1, :, 30, 3], torch.tensor(b), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "default"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-u4", "tiny-u4-3-levels", "default"])
 def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
     """No input pixel farther than receptive_field() from an output pixel can change it; and the bound is tight
     (within 20 %), so the context the method asks for is not wasted."""
-    model = random_tiny_model(seed=1) if preset == "tiny" else _random_model(ModelConfig(), 1)
+    three_levels = ArchConfig(widths=(8, 16, 16), blocks=(1, 1, 1), prior_widths=(4, 8, 8), prior_blocks=(1, 1, 1),
+                              time_dim=16, unshuffle=4)
+    model = {"tiny": lambda: random_tiny_model(seed=1),
+             "tiny-u4": lambda: random_tiny_model(seed=1, arch=TINY_U4),
+             "tiny-u4-3-levels": lambda: random_tiny_model(seed=1, arch=three_levels),
+             "default": lambda: _random_model(ModelConfig(), 1)}[preset]()
     rf = receptive_field(model.config)
     size = 2 * rf + 24
     x = torch.randn(1, 4, size, size, requires_grad=True)
@@ -123,27 +179,52 @@ def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
     assert reach >= 0.8 * rf, (reach, rf)
 
 
-@pytest.mark.parametrize("shift", [3, 16])
-def test_output_is_independent_of_the_tile_extent(shift: int) -> None:
+@pytest.mark.parametrize("unshuffle, shift", [(2, 3), (2, 16), (4, 2), (4, 6), (4, 16)])
+def test_output_is_independent_of_the_tile_extent(unshuffle: int, shift: int) -> None:
     """Per-pixel norms only, and padding aligned to the global grid through ``origins``: a tile and a larger tile
     containing it agree away from their borders whatever the offset (seams come only from borders, not from tile
-    statistics or the stride-2 phase)."""
-    model = random_tiny_model(seed=2)
+    statistics or the unshuffle and stride-2 phases)."""
+    model = random_tiny_model(seed=2, **({"arch": TINY_U4} if unshuffle == 4 else {}))
     rf = receptive_field(model.config)
+    size = 2 * rf + 40
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 4, 120, 120, generator=g)
-    lr_up = 0.1 + 0.05 * torch.randn(1, 4, 120, 120, generator=g)
+    x = torch.randn(1, 4, size, size, generator=g)
+    lr_up = 0.1 + 0.05 * torch.randn(1, 4, size, size, generator=g)
     t = torch.tensor([20])
     with torch.no_grad():
-        big = model(x, t, lr_up, origins=[(-8, 4)])
-        small = model(x[..., shift:, shift:], t, lr_up[..., shift:, shift:], origins=[(-8 + shift, 4 + shift)])
+        big = model(x, t, lr_up, origins=[(-8, 8)])
+        small = model(x[..., shift:, shift:], t, lr_up[..., shift:, shift:], origins=[(-8 + shift, 8 + shift)])
         unaligned = model(x[..., shift:, shift:], t, lr_up[..., shift:, shift:])
-    inner = slice(shift + rf, 120 - rf)
-    inner_small = slice(rf, 120 - shift - rf)
+    inner = slice(shift + rf, size - rf)
+    inner_small = slice(rf, size - shift - rf)
     torch.testing.assert_close(big[..., inner, inner], small[..., inner_small, inner_small], atol=1e-4, rtol=1e-4)
-    # Without origins only offsets that are multiples of the downsampling (4 here) keep the phase.
+    # Without origins only offsets that are multiples of the downsampling (4 or 8 here) keep the phase.
     phase_kept = shift % model.config.arch.downsampling == 0
     assert torch.allclose(big[..., inner, inner], unaligned[..., inner_small, inner_small], atol=1e-4) == phase_kept
+
+
+@pytest.mark.parametrize("consistency", ["none", "backproject"])
+def test_overlapping_tiles_agree_with_unshuffle_4(tmp_path: Path, consistency: str) -> None:
+    """tests/test_diffusion_method.py's tiling check for a ×4 space-to-depth network: at 12.5× two tiles 2 LR pixels
+    (25 HR pixels: a multiple of neither the unshuffle nor the downsampling) apart render their shared pixels
+    identically away from their borders, through the whole sampler (position-keyed noise, 3 steps, η = 1)."""
+    scale = Fraction(25, 2)
+    model = random_tiny_model(seed=5, scale=scale, arch=TINY_U4)
+    path = save_weights(tmp_path / "u4.safetensors", model, model.config, {"note": "random"})
+    up = DiffusionUpsampler(path, device="cpu", eta=1.0, consistency=consistency, steps=3)
+    rows, offset = 24, 2
+    rng = np.random.default_rng(2)
+    lr = (0.1 + 0.05 * rng.standard_normal((1, 4, rows + offset, 6))).astype(np.float32)
+    hr_offset, hr_rows = int(offset * scale), int(rows * scale)
+    a = up.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean
+    b = up.upscale_tiles(lr[:, :, offset:], [(hr_offset, 0)]).mean
+    margin = receptive_field(up.config) + 2 * int(scale)  # network field + bicubic support
+    shared = slice(hr_offset + margin, hr_rows - margin)
+    assert shared.stop - shared.start >= 40
+    np.testing.assert_allclose(a[:, :, shared], b[:, :, shared.start - hr_offset:shared.stop - hr_offset], atol=1e-5)
+    # Not trivially equal: without the origins the second tile's cells sit on another phase.
+    unaligned = up.upscale_tiles(lr[:, :, offset:], [(0, 0)]).mean
+    assert np.abs(unaligned[:, :, shared.start - hr_offset:shared.stop - hr_offset] - a[:, :, shared]).max() > 1e-3
 
 
 def test_origins_batch_with_mixed_phases() -> None:

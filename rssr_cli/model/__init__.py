@@ -71,9 +71,9 @@ class SRModel(nn.Module):
     - ``origins``: optional (row, col) of each tile's top-left pixel in a global HR grid (see below).
 
     Sizes are padded (edge replication) to a multiple of ``m = config.arch.downsampling`` and the output cropped back.
-    The network is translation-equivariant only for shifts that are multiples of m (its stride-2 stages sample a
-    fixed phase). With ``origins``, each tile is padded at the top/left by ``origin mod m`` so that its stride-2 grid
-    lies on the *global* grid: two overlapping tiles then compute the same features for the same ground, wherever the
+    The network is translation-equivariant only for shifts that are multiples of m (its unshuffle and stride-2 stages
+    sample a fixed phase). With ``origins``, each tile is padded at the top/left by ``origin mod m`` so that its cells
+    lie on the *global* grid: two overlapping tiles then compute the same features for the same ground, wherever the
     pipeline placed them, and their outputs agree away from their borders.
     """
 
@@ -86,7 +86,8 @@ class SRModel(nn.Module):
         self.register_buffer("band_std", torch.tensor(norm.std, dtype=torch.float32)[:, None, None], False)
         self.register_buffer("residual_std", torch.tensor(norm.residual_std, dtype=torch.float32)[:, None, None],
                              False)
-        self.prior_extractor = PriorExtractor(config.channels, config.arch.prior_widths, config.arch.prior_blocks)
+        self.prior_extractor = PriorExtractor(config.channels, config.arch.prior_widths, config.arch.prior_blocks,
+                                              unshuffle=config.arch.unshuffle)
         self.unet = ConditionalUNet(config.channels, config.arch)
 
     # --- spaces -----------------------------------------------------------------------------------------------------
@@ -158,24 +159,26 @@ def build_model(config: ModelConfig) -> SRModel:
 def receptive_field(config: ModelConfig) -> int:
     """An upper bound on how far (HR pixels, each side) an input pixel can influence an output pixel.
 
-    A 3x3 conv whose input is at level k (resolution 1/2^(k+1)) reaches 2^(k+1) HR pixels further, and reaches add up
-    along a path. Two kinds of path: through the UNet (stem, down to the deepest level, up, out: ``unet``), and through
+    A level's pixel is ``f[k] = u·2^k`` HR pixels wide (u = ``arch.unshuffle``): a 3x3 conv whose input is at level k
+    reaches f[k] HR pixels further, and reaches add up along a path. The unshuffle and the final shuffle each add
+    u − 1 (the other HR pixels of the input's and of the output's level-0 cell). Two kinds of path: through the UNet (stem, down to the deepest level, up, out: ``unet``), and through
     the prior features of level k, which enter the UNet at the first down block of that level and then follow the
     rest of the UNet's path (``prior[k] + unet − before[k]``). The bound is the longest. Tiles need about this much
     context to be rendered as in the whole image; the effective field (where the weights are not negligible) is
     smaller.
     """
     arch = config.arch
-    f = [2 ** (k + 1) for k in range(len(arch.widths))]
+    u = arch.unshuffle
+    f = [u * 2 ** k for k in range(len(arch.widths))]
     levels = len(f)
-    unet = 1 + f[0] + f[0] + 1  # unshuffle, stem, out conv, shuffle
+    unet = (u - 1) + f[0] + f[0] + (u - 1)  # unshuffle, stem, out conv, shuffle
     for k in range(levels):
         unet += 2 * 2 * arch.blocks[k] * f[k]  # down and up blocks, two convs each
         if k < levels - 1:
             unet += f[k] + f[k] + f[k + 1] // 2  # stride-2 conv, upsample conv, nearest upsampling
     longest = unet
-    prior = 1 + f[0]  # unshuffle, stem
-    before = 1 + f[0]  # UNet reach up to the first down block of level k
+    prior = (u - 1) + f[0]  # unshuffle, stem
+    before = (u - 1) + f[0]  # UNet reach up to the first down block of level k
     for k in range(levels):
         if k > 0:
             prior += f[k - 1]  # the prior's stride-2 conv into level k
@@ -188,7 +191,8 @@ def receptive_field(config: ModelConfig) -> int:
 
 def flops_per_pixel(config: ModelConfig, size: int = 128, *, include_prior: bool = True) -> float:
     """FLOPs per output HR pixel of one network evaluation, counted by torch.utils.flop_counter on a
-    (1, C, size, size) input. Convolutions and matmuls only (what the counter counts); elementwise ops add a few %.
+    (1, C, size, size) input, ``size`` rounded up to a multiple of ``arch.downsampling`` so that no padding is counted.
+    Convolutions and matmuls only (what the counter counts); elementwise ops add a few %.
 
     ``include_prior=False`` counts the UNet alone: the cost of each sampler step, since the samplers compute the prior
     features once per tile and reuse them.
@@ -197,6 +201,8 @@ def flops_per_pixel(config: ModelConfig, size: int = 128, *, include_prior: bool
 
     model = build_model(config).eval()
     c = config.channels
+    m = config.arch.downsampling
+    size = -(-size // m) * m
     x = torch.zeros(1, c, size, size)
     with torch.no_grad():
         priors = None if include_prior else model.prior(x)

@@ -45,9 +45,12 @@ SAMPLER_INITS: tuple[str, ...] = ("bicubic", "estimate")
 class ArchConfig:
     """Widths of the conditional UNet and of the prior feature extractor, one entry per level.
 
-    Level 0 works at 1/2 of the HR grid (after a ×2 pixel-unshuffle), level k at 1/2^(k+1). ``blocks[k]`` residual
-    blocks per level on the way down (and the same on the way up); the deepest level also holds the middle blocks.
-    ``prior_widths[k]`` is the width of the prior features injected at level k.
+    Both networks start with a pixel-unshuffle (space-to-depth) by ``unshuffle`` (u, a power of two >= 2): level 0
+    works at 1/u of the HR grid, level k at 1/(u·2^k), and the output is pixel-shuffled back by u. A larger u runs the
+    network on a coarser working grid, closer to the LR's information (an LR pixel is 12.5 HR pixels at 12.5×), so
+    widths can grow at the same cost per HR pixel: ×2 width at ×2 unshuffle costs the same FLOPs with ×4 parameters.
+    ``blocks[k]`` residual blocks per level on the way down (and the same on the way up); the deepest level also holds
+    the middle blocks. ``prior_widths[k]`` is the width of the prior features injected at level k.
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
@@ -55,8 +58,12 @@ class ArchConfig:
     prior_widths: tuple[int, ...] = (16, 32, 64)
     prior_blocks: tuple[int, ...] = (1, 1, 2)
     time_dim: int = 128
+    unshuffle: int = 2
 
     def __post_init__(self) -> None:
+        u = self.unshuffle
+        if isinstance(u, bool) or not isinstance(u, int) or u < 2 or u & (u - 1):
+            raise ValueError(f"arch: unshuffle must be a power of two >= 2 (2, 4, 8, ...), got {u!r}")
         levels = len(self.widths)
         if levels < 1 or any(len(x) != levels for x in (self.blocks, self.prior_widths, self.prior_blocks)):
             raise ValueError("arch: widths, blocks, prior_widths and prior_blocks need one entry per level")
@@ -67,8 +74,9 @@ class ArchConfig:
 
     @property
     def downsampling(self) -> int:
-        """Total downsampling factor of the UNet: HR sizes are padded to a multiple of it inside ``forward``."""
-        return 2 ** len(self.widths)
+        """Total downsampling factor of the UNet, ``unshuffle · 2^(levels − 1)``: HR sizes are padded to a multiple of
+        it inside ``forward``, and tile origins are aligned modulo it."""
+        return self.unshuffle * 2 ** (len(self.widths) - 1)
 
 
 @dataclass(frozen=True)
@@ -203,9 +211,14 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types; the scale as a string fraction ("25/2") so it round-trips exactly."""
+        """Plain JSON types; the scale as a string fraction ("25/2") so it round-trips exactly; ``arch.unshuffle``
+        only when it is not 2."""
         d = dataclasses.asdict(self)
         d["scale"] = str(self.scale)
+        if self.arch.unshuffle == 2:
+            # The layout every file had before the field existed: leave it out, so older rssr still reads such files
+            # (and refuses, as an unknown field, a layout it cannot build).
+            del d["arch"]["unshuffle"]
         d["bands"] = list(self.bands)
         return _lists(d)
 

@@ -1,9 +1,9 @@
 """The prior feature extraction module: what the LR image says about the HR image, at every UNet level.
 
 Miao et al. (JSTARS 2025) extract "rich prior information" from the LR image to guide the denoiser; SRDiff does the
-same with a frozen RRDB. Ours is a small convolutional pyramid over the upsampled LR (so it works at any scale): a ×2
-pixel-unshuffle, then one stage per UNet level, each stage halving the resolution. Stage k's output has the resolution
-of UNet level k and is injected there.
+same with a frozen RRDB. Ours is a small convolutional pyramid over the upsampled LR (so it works at any scale):
+the UNet's pixel-unshuffle (by ``arch.unshuffle``), then one stage per UNet level, each stage halving the resolution.
+Stage k's output has the resolution of UNet level k and is injected there.
 
 Injection is by *modulation* (a spatial feature transform inside every UNet block, see
 :class:`~rssr_cli.model.layers.ResBlock`), not addition or concatenation, because:
@@ -28,14 +28,15 @@ __all__ = ["PriorExtractor"]
 
 
 class PriorExtractor(nn.Module):
-    """(N, C, H, W) normalised upsampled LR -> list of features, level k at (H/2^(k+1), W/2^(k+1)).
+    """(N, C, H, W) normalised upsampled LR -> list of features, level k at (H/(u·2^k), W/(u·2^k)), u = ``unshuffle``.
 
-    H and W must be multiples of 2^levels (the UNet pads before calling it).
+    H and W must be multiples of u·2^(levels − 1) (:class:`~rssr_cli.model.SRModel` pads before calling it).
     """
 
-    def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> None:
+    def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], *, unshuffle: int = 2) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(4 * channels, widths[0], 3, padding=1)
+        self.unshuffle = unshuffle
+        self.stem = nn.Conv2d(channels * unshuffle ** 2, widths[0], 3, padding=1)
         self.down = nn.ModuleList(
             nn.Conv2d(widths[k - 1], widths[k], 3, stride=2, padding=1) for k in range(1, len(widths))
         )
@@ -44,7 +45,7 @@ class PriorExtractor(nn.Module):
         )
 
     def forward(self, lr_up: torch.Tensor) -> list[torch.Tensor]:
-        h = self.stem(F.pixel_unshuffle(lr_up, 2))
+        h = self.stem(F.pixel_unshuffle(lr_up, self.unshuffle))
         features = []
         for k, stage in enumerate(self.stages):
             if k > 0:
