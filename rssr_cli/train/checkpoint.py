@@ -22,7 +22,8 @@ from rssr_cli.train.config import TrainConfig
 CHECKPOINT_FORMAT = "rssr-checkpoint/2"
 
 #: TrainConfig fields that decide what every step draws; a resumed run must keep them to continue exactly.
-RESUME_FIXED: tuple[str, ...] = ("seed", "batch_size", "crop", "val_fraction")
+RESUME_FIXED: tuple[str, ...] = ("seed", "batch_size", "crop", "val_fraction", "augment", "fresh_degradation",
+                                 "radiometric", "brightness", "spectral_gain", "haze", "band_offset")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -49,11 +50,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_resumable(state: dict[str, Any], config: TrainConfig, *, patches: int, world: int, data_name: str) -> None:
     """Refuse to resume when the run would not continue exactly: other data order, data or number of processes."""
-    old = state["train_config"]
+    old, new = state["train_config"], config.to_dict()  # both plain JSON types (lists, not tuples)
     for key in RESUME_FIXED:
-        if old.get(key) != getattr(config, key):
+        if old.get(key) != new.get(key):
             raise UsageError(f"--resume: {key} was {old.get(key)!r} in the interrupted run, now "
-                             f"{getattr(config, key)!r}; an exact continuation needs the same value")
+                             f"{new.get(key)!r}; an exact continuation needs the same value")
     if state.get("patches") not in (None, patches):
         raise UsageError(f"--resume: the run trained on {state['patches']} patches, {data_name} has {patches}; "
                          "resume with the same data")

@@ -269,7 +269,7 @@ class Trainer:
         torch.manual_seed(self.step_seed(Stream.STEP_GLOBAL, step))
         lr, hr = augment(lr.to(device, non_blocking=True), hr.to(device, non_blocking=True),
                          synthetic=self.train_cache.synthetic, scale=self.train_cache.scale, config=c,
-                         generator=aug_gen)
+                         generator=aug_gen, bands=self.train_cache.bands)
         mask = valid.to(device)[:, :, None, None].float()
         lr_up = upsample(lr, self.model_config.scale)
         rate = learning_rate(step, c)
