@@ -54,6 +54,22 @@ def test_default_cost_budget() -> None:
     assert params == 2_292_800
 
 
+def test_v2_candidate_budget() -> None:
+    """weights/train-v2.toml's [model]: within issue 12's budgets (<= 150 kFLOP per output pixel per sampler step,
+    <= 20 MB of float32 weights), with the figures docs/model.md gives."""
+    from rssr_cli.train.config import load_config, model_config
+
+    config = model_config(load_config(Path(__file__).parents[1] / "weights" / "train-v2.toml").model,
+                          ("B02", "B03", "B04", "B08"), Fraction(25, 2))
+    assert config.arch.unshuffle == 4 and config.arch.downsampling == 16
+    step = flops_per_pixel(config, include_prior=False)
+    params = sum(p.numel() for p in build_model(config).parameters())
+    assert step <= 150e3 and params * 4 <= 20e6, (step, params)
+    assert (round(step / 1e3), round(flops_per_pixel(config) / 1e3)) == (137, 146)
+    assert params == 4_981_440
+    assert receptive_field(config) == 214
+
+
 def test_unshuffle_buys_parameters_not_flops() -> None:
     """Doubling the unshuffle and the widths together keeps the FLOPs per HR pixel (the 3x3 convs exactly; the stem
     and output convs, linear in the width, grow a little) and multiplies the parameters by about 4."""
