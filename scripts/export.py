@@ -1,6 +1,6 @@
 """Write a weights file from a training run, with the sampler defaults chosen on the validation split.
 
-    python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency/--no-consistency]
+    python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency MODE --init INIT]
                              [--note key=value ...]
 
 RUN_OUTPUT is ``model.safetensors`` of a finished ``rssr train`` run, or a ``checkpoint.pt`` of a running one (its
@@ -11,6 +11,7 @@ only ``config.sampler`` changes, and the provenance gains ``sampler_tuning`` (wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ from pathlib import Path
 import torch
 
 from rssr_cli.model import ModelConfig, build_model
-from rssr_cli.model.config import SamplerConfig
 from rssr_cli.weights import load_weights, save_weights
 
 
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--start", type=float)
     ap.add_argument("--eta", type=float)
-    ap.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--consistency", choices=("backproject", "exact", "none"))
+    ap.add_argument("--init", choices=("bicubic", "estimate"))
     ap.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
                     help="extra provenance entries (JSON values allowed)")
     args = ap.parse_args(argv)
@@ -51,11 +52,8 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         loaded = load_weights(src)
         model, config, provenance = loaded.model, loaded.config, dict(loaded.provenance)
-    s = config.sampler
-    sampler = SamplerConfig(steps=args.steps if args.steps is not None else s.steps,
-                            start=args.start if args.start is not None else s.start,
-                            eta=args.eta if args.eta is not None else s.eta,
-                            consistency=args.consistency if args.consistency is not None else s.consistency)
+    changes = {k: getattr(args, k) for k in ("steps", "start", "eta", "consistency", "init")}
+    sampler = dataclasses.replace(config.sampler, **{k: v for k, v in changes.items() if v is not None})
     config = config.replace(sampler=sampler)
     fresh = build_model(config)
     fresh.load_state_dict(model.state_dict())
@@ -66,8 +64,7 @@ def main(argv: list[str] | None = None) -> Path:
             notes[key] = json.loads(value)
         except ValueError:
             notes[key] = value
-    provenance["sampler_tuning"] = {"sampler": {"steps": sampler.steps, "start": sampler.start, "eta": sampler.eta,
-                                                "consistency": sampler.consistency}, **notes}
+    provenance["sampler_tuning"] = {"sampler": dataclasses.asdict(sampler), **notes}
     out = save_weights(args.out, fresh, config, provenance)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), sampler {sampler}", file=sys.stderr)
     return out
