@@ -1,7 +1,9 @@
-"""Wall time and peak RSS of ``rssr upscale --method bicubic`` for a 1 km² and a 25 km² area of interest.
+"""Wall time, CPU time and peak RSS of ``rssr upscale --method bicubic`` for a 1 km² and a 25 km² area of interest.
 
 A synthetic 10 m UTM scene (6 x 6 km, 4 bands uint16 with texture) is written to a temporary folder; each AOI runs in a
-fresh ``rssr`` process whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)`` of a dedicated parent process.
+fresh ``rssr`` process whose peak RSS and CPU time (user + system, all threads) are read from
+``getrusage(RUSAGE_CHILDREN)`` of a dedicated parent process. CPU time hardly changes when other jobs share the
+machine; wall time does.
 
     python benchmarks/upscale_memory.py            # prints a table and writes benchmarks/results/upscale_memory.json
 """
@@ -46,8 +48,9 @@ def measure_one(scene: Path, km2: int, out: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t0
     record = json.loads(proc.stdout)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"area_km2": km2, "shape": record["shape"], "wall_s": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"area_km2": km2, "shape": record["shape"], "wall_s": round(seconds, 2),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "command": " ".join(cmd)}
 
 
@@ -68,7 +71,7 @@ def main() -> None:
               "python": platform.python_version(), "results": results, "rss_ratio_25_to_1": round(ratio, 3)}
     for r in results:
         print(f"{r['area_km2']:>3} km²  {r['shape'][2]:>5} x {r['shape'][1]:<5} px  {r['wall_s']:>7.2f} s  "
-              f"peak RSS {r['peak_rss_mb']:>7.1f} MB")
+              f"CPU {r['cpu_s']:>7.2f} s  peak RSS {r['peak_rss_mb']:>7.1f} MB")
     print(f"peak RSS ratio 25 km² / 1 km²: {ratio:.2f}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "upscale_memory.json").write_text(json.dumps(report, indent=2) + "\n")
