@@ -63,11 +63,18 @@ def aws_bands(tmp_path) -> list[Path]:
 def random_tiny_model(seed: int = 0, **overrides: object):
     """A tiny model with every parameter random (the real initialisation zeroes output layers, which would hide
     bugs: a zero network ignores its inputs)."""
+    from rssr_cli.model import ModelConfig
+
+    return random_model(ModelConfig.tiny(**overrides), seed)
+
+
+def random_model(config, seed: int = 0):
+    """A model of ``config`` with every parameter random (see :func:`random_tiny_model`)."""
     import torch
 
-    from rssr_cli.model import ModelConfig, build_model
+    from rssr_cli.model import build_model
 
-    model = build_model(ModelConfig.tiny(**overrides))
+    model = build_model(config)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

@@ -16,7 +16,7 @@ from rssr_cli.model import ArchConfig, ModelConfig, build_model, flops_per_pixel
 from rssr_cli.weights import load_weights, read_config, save_weights
 
 
-from conftest import random_tiny_model  # noqa: E402
+from conftest import random_model, random_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -129,16 +129,6 @@ def test_unshuffle_weights_round_trip(tmp_path: Path) -> None:
         assert torch.equal(loaded.model(x, torch.tensor([7]), lr_up), model(x, torch.tensor([7]), lr_up))
 
 
-def _random_model(config: ModelConfig, seed: int):
-    """Every parameter random (like conftest's random_tiny_model), for any config."""
-    model = build_model(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
 #: Outputs of random networks, pinned before ArchConfig.unshuffle existed: (sum, out[0, :, 10, 20], out[1, :, 30, 3])
 #: without and with origins. The default factor must keep giving today's network, so that every weights file written
 #: before the field existed loads and renders as it did.
@@ -160,7 +150,7 @@ GOLDEN_OUTPUTS = {
 
 @pytest.mark.parametrize("preset, with_origins", list(GOLDEN_OUTPUTS))
 def test_golden_outputs(preset: str, with_origins: bool) -> None:
-    model = random_tiny_model(seed=4) if preset == "tiny" else _random_model(ModelConfig(), 4)
+    model = random_tiny_model(seed=4) if preset == "tiny" else random_model(ModelConfig(), 4)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 37, 45, generator=g)
     lr_up = 0.1 + 0.05 * torch.randn(2, 4, 37, 45, generator=g)
@@ -181,7 +171,7 @@ def test_receptive_field_bounds_the_gradient_support(preset: str) -> None:
     model = {"tiny": lambda: random_tiny_model(seed=1),
              "tiny-u4": lambda: random_tiny_model(seed=1, arch=TINY_U4),
              "tiny-u4-3-levels": lambda: random_tiny_model(seed=1, arch=three_levels),
-             "default": lambda: _random_model(ModelConfig(), 1)}[preset]()
+             "default": lambda: random_model(ModelConfig(), 1)}[preset]()
     rf = receptive_field(model.config)
     size = 2 * rf + 24
     x = torch.randn(1, 4, size, size, requires_grad=True)

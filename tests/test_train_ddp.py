@@ -17,11 +17,15 @@ from rssr_cli.patches import save_cache
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes(tmp_path):
+def _tiny_cache(folder):
     prepared = prepare_archive(DATA / "train_hr", options=PrepareOptions(patch=8, synthetic_lr=True,
                                                                            missing_band="mask"))
-    cache = save_cache(prepared.cache, tmp_path / "p.npz")
+    return save_cache(prepared.cache, folder / "p.npz")
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path):
+    cache = _tiny_cache(tmp_path)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -71,9 +75,7 @@ except TrainingError as exc:
 
 @pytest.mark.slow
 def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path):
-    prepared = prepare_archive(DATA / "train_hr", options=PrepareOptions(patch=8, synthetic_lr=True,
-                                                                           missing_band="mask"))
-    cache = save_cache(prepared.cache, tmp_path / "p.npz")
+    cache = _tiny_cache(tmp_path)
     script = tmp_path / "poison.py"
     script.write_text(_POISON_RANK_1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),

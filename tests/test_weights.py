@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import random_model
 from rssr_cli.errors import WeightsError
 from rssr_cli.model import ArchConfig, ModelConfig, SRModel, build_model
 from rssr_cli.weights import (
@@ -28,18 +29,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROVENANCE = {"data": "tests", "steps": 0, "note": "randomly initialised, untrained"}
 
 
-def _random_model(config: ModelConfig, seed: int = 0) -> SRModel:
-    model = build_model(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
 @pytest.fixture()
 def saved(tmp_path: Path) -> tuple[Path, SRModel]:
-    model = _random_model(ModelConfig.tiny(prediction="v"))
+    model = random_model(ModelConfig.tiny(prediction="v"))
     return save_weights(tmp_path / "m.safetensors", model, model.config, PROVENANCE), model
 
 
