@@ -11,6 +11,7 @@ machine; wall time does.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -59,6 +60,7 @@ def main() -> None:
         print(json.dumps(measure_one(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[2]).with_suffix(".sr.tif"))))
         return
     results = []
+    load_before = os.getloadavg()[0]  # other jobs on the machine inflate wall times
     with tempfile.TemporaryDirectory() as tmp:
         scene = Path(tmp) / "synthetic_s2.tif"
         make_scene(scene)
@@ -67,8 +69,9 @@ def main() -> None:
                                   text=True, check=True)
             results.append(json.loads(proc.stdout))
     ratio = results[1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
-    report = {"machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} CPUs",
-              "python": platform.python_version(), "results": results, "rss_ratio_25_to_1": round(ratio, 3)}
+    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+              "python": platform.python_version(), "results": results, "rss_ratio_25_to_1": round(ratio, 3),
+              "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     for r in results:
         print(f"{r['area_km2']:>3} km²  {r['shape'][2]:>5} x {r['shape'][1]:<5} px  {r['wall_s']:>7.2f} s  "
               f"CPU {r['cpu_s']:>7.2f} s  peak RSS {r['peak_rss_mb']:>7.1f} MB")

@@ -42,13 +42,15 @@ def _children_cpu() -> float:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]  # other jobs on the machine inflate wall times
     with tempfile.TemporaryDirectory() as tmp:
         results = [run(m, Path(tmp) / f"{m}.tif") for m in ("bicubic", "diffusion")]
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {device}",
-              "torch_threads": torch.get_num_threads(), "results": results}
+              "torch_threads": torch.get_num_threads(), "results": results,
+              "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     for r in results:
         print(f"{r['method']:<10} {r['shape'][2]} x {r['shape'][1]} px  pipeline {r['pipeline_s']:6.2f} s  "
               f"wall {r['wall_s']:6.2f} s  CPU {r['cpu_s']:6.2f} s  {r['mpx_per_s']:.3f} Mpx/s")
