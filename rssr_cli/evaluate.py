@@ -114,10 +114,11 @@ def _candidates(names: Sequence[str], cache, weights, *, steps, start, noise_ste
                     # Pure noise: the LR-start sampler from the last step, start = 1 (DDIM from N(0, I)).
                     "pure_noise": replace(model, steps=noise_steps, start=1.0, eta=0.0, init="bicubic")}
         built.update({m: variants[m].build() for m in names if m in variants})
-        shipped = built.get("lr_start") or variants["lr_start"].build()
-        settings.update(lr_start_steps=shipped.steps, start=shipped.start, init=shipped.init,
-                        evaluations=shipped.sampler.evaluations, noise_steps=noise_steps,
-                        consistency=shipped.consistency, device=dev.type)
+        overrides = {"steps": steps, "start": start, "init": init, "consistency": consistency}
+        sampler = replace(loaded.config.sampler, **{k: v for k, v in overrides.items() if v is not None})
+        settings.update(lr_start_steps=sampler.steps, start=sampler.start, init=sampler.init,
+                        evaluations=sampler.evaluations, noise_steps=noise_steps,
+                        consistency=sampler.consistency, device=dev.type)
     if "bicubic" in names:
         built["bicubic"] = BicubicOptions(scale=cache.scale, bands=cache.bands).build()
     return {m: built[m] for m in names}, loaded, settings
@@ -141,9 +142,10 @@ def evaluate(
     progress: Progress | None = None,
 ) -> Evaluation:
     """Score ``methods`` on the patches of ``data`` (a ``.npz`` patch cache or a :class:`PatchCache`; ``name`` says
-    where it came from in the result, by default the path). The model methods use ``weights`` (default: the shipped model) and run through the same
-    :class:`~rssr_cli.methods.TileUpsampler` as ``rssr upscale``, patch i as a tile at HR origin
-    ``(0, i * width)`` (:func:`~rssr_cli.methods.diffusion.patch_origins`). Deterministic for a seed and device."""
+    where it came from in the result, by default the path). The model methods use ``weights`` (default: the shipped
+    model) and run through the same :class:`~rssr_cli.methods.TileUpsampler` as ``rssr upscale``, patch i as a tile
+    at HR origin ``(0, i * width)`` (:func:`~rssr_cli.methods.diffusion.patch_origins`). Deterministic for a seed and
+    device."""
     import time
 
     unknown = [m for m in methods if m not in CANDIDATES]

@@ -52,7 +52,7 @@ weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
 
 
 #: The sampler's modes (rssr_cli.model.config.CONSISTENCY_MODES / SAMPLER_INITS, repeated here so that ``--help``
-#: does not import torch; tests/test_cli.py checks they agree).
+#: does not import torch; tests/test_diffusion_method.py checks they agree).
 CONSISTENCY_CHOICES = ("backproject", "exact", "none")
 INIT_CHOICES = ("bicubic", "estimate")
 

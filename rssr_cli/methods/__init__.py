@@ -19,12 +19,12 @@ import importlib
 from typing import Any
 
 from rssr_cli.errors import UsageError
-from rssr_cli.methods.base import DEFAULT_BANDS, DEFAULT_SCALE, MethodOptions, TileResult, TileUpsampler, hr_size
+from rssr_cli.methods.base import DEFAULT_BANDS, DEFAULT_SCALE, MethodOptions, TileResult, TileUpsampler
 from rssr_cli.methods.bicubic import BicubicOptions, BicubicUpsampler
 
 __all__ = [
     "BicubicOptions", "BicubicUpsampler", "DEFAULT_BANDS", "DEFAULT_SCALE", "DiffusionOptions", "DiffusionUpsampler",
-    "METHODS", "MethodOptions", "TileResult", "TileUpsampler", "hr_size", "method_options",
+    "METHODS", "MethodOptions", "TileResult", "TileUpsampler", "method_options",
     "register_method",
 ]
 

@@ -72,7 +72,3 @@ class MethodOptions(Protocol):
 
     def build(self) -> TileUpsampler: ...
 
-
-def hr_size(lr_size: int, scale: Fraction) -> int:
-    """HR pixels covering ``lr_size`` LR pixels; rounded up so that scene edges are never cropped."""
-    return int(np.ceil(lr_size * scale))
