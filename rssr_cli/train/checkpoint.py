@@ -8,6 +8,8 @@ the global RNG states. It is read with ``weights_only=True``: a checkpoint holds
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,8 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, *, patches: int,
 
 
 def truncate_log(log: Path, step: int) -> None:
-    """On resume, drop events logged after the checkpoint's step (the resumed run logs them again)."""
+    """On resume, drop events logged after the checkpoint's step (the resumed run logs them again). The log is
+    replaced atomically: a run killed while truncating keeps the whole log, truncated again on the next resume."""
     if not log.exists():
         return
     keep = []
@@ -75,4 +78,31 @@ def truncate_log(log: Path, step: int) -> None:
             continue
         if event.get("step", 0) <= step and event.get("kind") != "done":
             keep.append(line)
-    log.write_text("".join(k + "\n" for k in keep))
+    with atomic_write(log) as tmp:
+        tmp.write_text("".join(k + "\n" for k in keep))
+
+
+def remove_stale_temporaries(outputs: list[Path]) -> list[Path]:
+    """Remove the temporary files a killed run left beside ``outputs`` (an atomic write interrupted by SIGKILL or a
+    power loss: ``.NAME.rssr-tmp-PID.SUFFIX``) whose process is gone; returns what was removed."""
+    removed = []
+    for target in outputs:
+        pattern = re.compile(rf"\.{re.escape(target.stem)}\.rssr-tmp-(\d+){re.escape(target.suffix)}")
+        for path in target.parent.glob(f".{target.stem}.rssr-tmp-*{target.suffix}"):
+            match = pattern.fullmatch(path.name)
+            if match and not _alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -49,6 +49,7 @@ from rssr_cli.train.checkpoint import (
     CHECKPOINT_FORMAT,
     check_resumable,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
     truncate_log,
 )
@@ -171,6 +172,8 @@ class Trainer:
                               "--overwrite to start over")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries([self.checkpoint_path, self.log_path, self.weights_path,
+                                      self.out / "patches.npz"])
         self.dist.barrier()
         return state
 
