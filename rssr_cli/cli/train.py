@@ -85,12 +85,14 @@ def _quiet(ctx: click.Context) -> bool:
 def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_json: bool, **kw: Any) -> None:
     """Pair, align and cut ARCHIVE into LR/HR patches.
 
+    The report (OUTPUT.report.json) says what was kept and why everything else was rejected, with the measured
+    figures; it is written also when nothing was kept (the command then fails and writes no patch cache).
+
     ARCHIVE is a folder with lr/ and hr/ sub-folders (pairs are found by footprint intersection), a CSV/JSON
     manifest with lr and hr columns, or with --synthetic-lr a folder (or manifest, or raster) of HR imagery only.
     """
-    from rssr_cli.atomic import atomic_write
-    from rssr_cli.errors import OutputError
-    from rssr_cli.train.archive import prepare_archive
+    from rssr_cli.errors import DataError, OutputError
+    from rssr_cli.train.archive import NoPatchesError, prepare_archive
     from rssr_cli.patches import save_cache
 
     options = build_prepare_options(kw)
@@ -115,6 +117,12 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
             bar.update(task, completed=done, total=total, description=name[:40])
     try:
         result = prepare_archive(archive, options=options, progress=progress)
+    except NoPatchesError as exc:
+        if not exc.report.sources:
+            raise
+        # Nothing kept, but something was examined: the report says what and why (no patch cache is written).
+        _write_report(report_path, {**exc.report.to_dict(), "cache": None, "cache_bytes": 0, "error": str(exc)})
+        raise DataError(f"{exc}; report: {report_path}") from None
     finally:
         if bar is not None:
             bar.stop()
@@ -122,8 +130,7 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
     report = result.report.to_dict()
     report["cache"] = str(out)
     report["cache_bytes"] = out.stat().st_size
-    with atomic_write(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=1, default=str))
+    _write_report(report_path, report)
     if as_json:
         click.echo(json.dumps({k: report[k] for k in ("cache", "cache_bytes", "patches", "sources_kept",
                                                       "sources_rejected", "rejected_patches")}
@@ -132,6 +139,13 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
         for line in result.report.lines():
             click.echo(line, err=True)
         click.echo(f"wrote {out} ({report['cache_bytes'] / 1e6:.1f} MB) and {report_path}", err=True)
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    from rssr_cli.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=str))
 
 
 @click.command(short_help="Train the super-resolution model (CPU, one GPU, or torchrun for several).")

@@ -4,7 +4,8 @@ The patch cache the archive is cut into lives in :mod:`rssr_cli.patches` (evalua
 
 Public names (imported lazily so that ``import rssr_cli.train`` stays cheap):
 
-- :func:`prepare_archive` / :class:`PrepareOptions` / :class:`PrepareReport` (:mod:`.archive`): archive -> patches;
+- :func:`prepare_archive` / :class:`PrepareOptions` / :class:`PrepareReport` (:mod:`.archive`): archive -> patches
+  (:class:`NoPatchesError` when nothing is usable, with the report);
 - :class:`TrainConfig`, :func:`load_config` (:mod:`.config`);
 - :func:`train` / :class:`TrainResult` (:mod:`.loop`).
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "PrepareOptions": "archive",
     "PrepareReport": "archive",
     "PreparedArchive": "archive",
+    "NoPatchesError": "archive",
     "TrainConfig": "config",
     "load_config": "config",
     "train": "loop",

@@ -46,8 +46,8 @@ from rssr_cli.train.prepare_report import PrepareReport, SourceReport
 from rssr_cli.train.sources import SourceEntry, find_sources, pair_by_footprint
 from rssr_cli.train.synthetic import synthetic_patches
 
-__all__ = ["PrepareOptions", "PrepareReport", "PreparedArchive", "Progress", "SourceReport", "find_sources",
-           "prepare_archive"]
+__all__ = ["NoPatchesError", "PrepareOptions", "PrepareReport", "PreparedArchive", "Progress", "SourceReport",
+           "find_sources", "prepare_archive"]
 
 #: progress(done, total, message)
 Progress = Callable[[int, int, str], None]
@@ -59,6 +59,15 @@ class PreparedArchive:
     report: PrepareReport
 
 
+class NoPatchesError(DataError):
+    """Nothing usable in an archive. ``report`` says what was examined and why each source was rejected: the CLI
+    writes it even though no patch cache is written."""
+
+    def __init__(self, message: str, report: PrepareReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def prepare_archive(
     archive: str | Path,
     *,
@@ -68,7 +77,8 @@ def prepare_archive(
     """Find, pair, align and cut an archive into a :class:`PatchCache`; see the module docstring for the steps.
 
     A source that fails (a :class:`DataError` or an unreadable raster) is rejected with the reason in the report;
-    raises :class:`DataError` when nothing usable is left (the message carries the first rejection reasons).
+    raises :class:`NoPatchesError` (a :class:`DataError`) when nothing usable is left: the message carries the first
+    rejection reasons, the exception the report.
     """
     options.validate()
     lr_entries, hr_entries = find_sources(archive, synthetic_lr=options.synthetic_lr)
@@ -94,7 +104,7 @@ def prepare_archive(
     report = PrepareReport(reports, options.to_dict())
     if not parts:
         reasons = "; ".join(f"{Path(r.hr or r.lr or '').name}: {r.reason}" for r in reports[:3])
-        raise DataError(f"no usable patches in {archive} ({reasons})")
+        raise NoPatchesError(f"no usable patches in {archive} ({reasons})", report)
     meta = {
         "scale": str(Fraction(options.scale)),
         "bands": list(options.bands),

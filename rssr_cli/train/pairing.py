@@ -29,7 +29,7 @@ from rssr_cli.train.patching import Chunk, cache_part, chunks, collect, cut_offs
 from rssr_cli.train.prepare_options import PrepareOptions
 from rssr_cli.train.prepare_report import SourceReport
 from rssr_cli.train.reading import Source, check_missing_bands, hr_radiometry, source_band_map, with_stand_ins
-from rssr_cli.train.registration import ChunkRejected, register_and_fit
+from rssr_cli.train.registration import ChunkRejected, misregistration_hint, register_and_fit
 from rssr_cli.train.sources import SourceEntry
 
 #: A chunk with less valid LR than this is skipped before any HR is read.
@@ -53,6 +53,9 @@ def pair_patches(lr_entry: SourceEntry, hr_entry: SourceEntry, index: int, optio
                 parts.append(part)
     report.details["grid"] = {"crs": lr_grid.crs.to_string(), "transform": list(lr_grid.transform)[:6],
                               "width": lr_grid.width, "height": lr_grid.height}
+    hint = misregistration_hint(report.chunks, options.max_shift)
+    if hint is not None:
+        report.hints.append(hint)
     return collect(parts, rejected, report)
 
 
@@ -119,7 +122,8 @@ def _chunk_patches(hr: Source, lr_grid: Grid, lr_all: np.ndarray, lr_valid_all: 
         aligned = register_and_fit(hr, chunk_grid, lr, lr_valid, options, info)
     except ChunkRejected as exc:
         info["status"] = f"rejected: {exc}"
-        rejected[f"chunk: {str(exc).split('(')[0].strip()}"] += 1
+        info["rejection"] = exc.kind
+        rejected[f"chunk: {exc.kind}"] += 1
         return None
     info["status"] = "kept"
     s = Fraction(options.scale)

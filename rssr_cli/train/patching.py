@@ -96,10 +96,12 @@ def cache_part(lr: np.ndarray, hr: np.ndarray, valid_bands: np.ndarray, index: i
 
 
 def collect(parts: list[PatchCache], rejected: Counter[str], report: SourceReport) -> PatchCache:
-    """One source's patches, with the counts of the rejected ones in its report; a DataError when none is left."""
+    """One source's patches, with the counts of the rejected ones in its report; a DataError when none is left
+    (with the report's hints: what was measured and the option that would accept it)."""
     report.rejected_patches = dict(rejected)
     if not parts:
-        raise DataError("no valid patch (" + ", ".join(f"{k}: {v}" for k, v in rejected.items()) + ")")
+        raise DataError("no valid patch (" + ", ".join(f"{k}: {v}" for k, v in rejected.items()) + ")"
+                        + "".join(f"; {hint}" for hint in report.hints))
     out = PatchCache.concatenate(parts, parts[0].meta)
     report.status, report.patches = "kept", len(out)
     return out

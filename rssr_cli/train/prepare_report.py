@@ -21,6 +21,8 @@ class SourceReport:
     rejected_patches: dict[str, int] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: One line each: what a rejection measured and the option that would accept it (``--max-shift 5``).
+    hints: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,7 +55,8 @@ class PrepareReport:
             name = f"{Path(s.lr).name} x {Path(s.hr).name if s.hr else '-'}" if s.lr else Path(s.hr).name
             if s.status == "kept":
                 extra = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejected_patches.items()))
-                out.append(f"  kept {name}: {s.patches} patches" + (f" (skipped {extra})" if extra else ""))
+                out.append(f"  kept {name}: {s.patches} patches" + (f" (skipped {extra})" if extra else "")
+                           + "".join(f"; {hint}" for hint in s.hints))
             else:
                 out.append(f"  rejected {name}: {s.reason}")
         return out

@@ -15,6 +15,7 @@ sub-pixel part (a parabola through three samples is biased by up to a third of a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -113,7 +114,30 @@ GAIN_RANGE = (0.2, 5.0)
 
 
 class ChunkRejected(Exception):
-    """A chunk left out of the patches; the message is the reason the report shows."""
+    """A chunk left out of the patches; the message is the reason the report shows, ``kind`` the short name it is
+    counted under (the message up to its first parenthesis unless given)."""
+
+    def __init__(self, reason: str, *, kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind or reason.split("(")[0].strip()
+
+
+def misregistration_hint(chunks: list[dict[str, Any]], max_shift: float) -> str | None:
+    """What the chunks rejected as misregistered measured, and the ``--max-shift`` that would accept them (None when
+    no chunk was): the figure a user needs to decide whether the offset is real (georeferencing) or a failure."""
+    shifts = [c["shift_lr_px"] for c in chunks if c.get("rejection") == "misregistered" and "shift_lr_px" in c]
+    if not shifts:
+        return None
+    sizes = [float(np.hypot(dy, dx)) for dy, dx in shifts]
+    accept = math.ceil(max(sizes) + 0.5)
+    if len(shifts) == 1:
+        (dy, dx), = shifts
+        found = f"measured shift (dy, dx) = ({dy:.1f}, {dx:.1f}) LR px, {sizes[0]:.2f}"
+    else:
+        dy, dx = np.median(np.asarray(shifts, dtype=float), axis=0)
+        found = (f"measured shifts of {min(sizes):.2f}-{max(sizes):.2f} LR px in {len(shifts)} chunks (median "
+                 f"(dy, dx) = ({dy:.1f}, {dx:.1f}))")
+    return f"{found} > --max-shift {max_shift:g}; pass --max-shift {accept} to accept and correct it"
 
 
 @dataclass(frozen=True)
@@ -143,7 +167,8 @@ def register_and_fit(hr: Source, chunk: Grid, lr: np.ndarray, lr_valid: np.ndarr
         raise ChunkRejected(f"no common structure (correlation peak {shift.peak:.2f} < {options.min_peak:g}; "
                             "clouds, change between dates, or a wrong band map)")
     if shift.magnitude > options.max_shift:
-        raise ChunkRejected(f"misregistered ({shift.magnitude:.2f} LR px > {options.max_shift:g})")
+        raise ChunkRejected(f"misregistered: measured shift (dy, dx) = ({shift.dy:.1f}, {shift.dx:.1f}) LR px, "
+                            f"{shift.magnitude:.2f} > --max-shift {options.max_shift:g}", kind="misregistered")
     if shift.magnitude > NEGLIGIBLE_SHIFT:
         measured = _measure(hr, chunk.shifted(shift.dy, shift.dx), lr, lr_valid, scale,
                             uncovered="no HR coverage after the shift")
