@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from rasterio.warp import transform_bounds
 
+from rssr_cli.input_checks import DIFFUSION_INPUT, UnusualInputError, check_input, ground_pixel_size
 from rssr_cli.methods import DEFAULT_BANDS, DEFAULT_SCALE
 from rssr_cli.scene import open_scene
 
@@ -25,12 +26,19 @@ def scene_info(paths: Sequence[str], *, bidx: Sequence[int] | None = None, nodat
         grid = scene.grid
         hr = grid.zoom(scale)
         lonlat = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=21)
+        ground = ground_pixel_size(grid)
+        try:
+            check_input(scene, DIFFUSION_INPUT)
+            verdict = "ok (Sentinel-2 10 m bands as reflectance, what the diffusion model was made for)"
+        except UnusualInputError as exc:
+            verdict = f"refused by the diffusion model: {exc}"
         return {
             "input": ", ".join(scene.paths),
             "size": f"{grid.width} x {grid.height} px",
             "dtype": scene.dtype,
             "crs": grid.crs.to_string(),
             "resolution": f"{grid.res[0]:.6g} x {grid.res[1]:.6g}",
+            "ground pixel": f"{ground[0]:.4g} x {ground[1]:.4g} m" if ground else "unknown",
             "bounds": ", ".join(f"{v:.6f}" for v in grid.bounds),
             "footprint (lon/lat)": ", ".join(f"{v:.6f}" for v in lonlat),
             "nodata": f"{scene.nodata:g} ({scene.nodata_source})",
@@ -39,4 +47,5 @@ def scene_info(paths: Sequence[str], *, bidx: Sequence[int] | None = None, nodat
                        "radiometry": r.source} for b, r in zip(scene.bands, scene.radiometry)],
             "output": f"{hr.width} x {hr.height} px x {len(bands)} bands at scale {float(scale):g} "
                       f"(pixel {hr.res[0]:.6g}); {hr.width * hr.height * len(bands) * 2 / 2**20:.1f} MiB as uint16",
+            "model input": verdict,
         }

@@ -146,3 +146,12 @@ def test_what_each_method_expects():
     declared = ExpectedInput(what="a 20 m model", pixel_m=20.0, pixel_range_m=(16.0, 25.0))
     assert expected_input(type("M", (), {"name": "x", "expected_input": declared})()) is declared
     assert expected_input(type("M", (), {"name": "x", "expected_input": None})()) is None
+
+
+def test_info_says_whether_the_model_would_take_the_input(dn, tmp_path):
+    good, coarse = _utm(tmp_path / "s10.tif", dn), _utm(tmp_path / "s20.tif", dn, pixel=20.0)
+    r = CliRunner().invoke(main, ["info", str(good), "--json"])
+    record = json.loads(r.stdout)
+    assert record["ground pixel"] == "10 x 10 m" and record["model input"].startswith("ok")
+    record = json.loads(CliRunner().invoke(main, ["info", str(coarse), "--json"]).stdout)
+    assert record["model input"].startswith("refused by the diffusion model: the input's pixels are 20 x 20 m")
