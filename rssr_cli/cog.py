@@ -1,25 +1,28 @@
-"""Writing outputs: a tiled BigTIFF scratch file beside the output, then a Cloud-Optimized GeoTIFF from it.
+"""Writing outputs: a Cloud-Optimized GeoTIFF from the scratch raster written beside the output.
 
 A COG needs its whole raster before it can be laid out (overviews come first in the file), and GDAL's COG driver is
-create-copy only; so tiles are written into an uncompressed tiled BigTIFF scratch file (random access, any size) and
-rio-cogeo turns it into the COG with ``average`` overviews, never in memory. Both files live beside the output under
-hidden temporary names and the COG is renamed into place only when complete: a failed run leaves nothing behind.
+create-copy only; so blocks are written into an uncompressed raw scratch file (:mod:`rssr_cli.scratch`: random access,
+any size, safe to keep after a kill) and rio-cogeo turns it (through a VRT) into the COG with ``average`` overviews,
+never in memory. Everything lives beside the output under hidden names and the COG is renamed into place only when
+complete: a failed run leaves nothing at the output path. Write errors (disk full, I/O errors, a folder turned
+read-only) become one :class:`OutputError` naming the output.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import sys
+import tempfile
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import rasterio
 
 from rssr_cli.atomic import atomic_write
-from rssr_cli.errors import OutputError
-from rssr_cli.scene import Grid
+from rssr_cli.errors import OutputError, RssrError
 
 OVERVIEW_RESAMPLINGS = ("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")
 OUTPUT_DTYPES = ("auto", "uint16", "int16", "float32")
@@ -48,35 +51,6 @@ def check_output(path: Path, *, overwrite: bool) -> None:
         raise OutputError(f"the output folder {path.parent} is not writable")
 
 
-@contextmanager
-def scratch_raster(path: Path, grid: Grid, *, count: int, dtype: str, nodata: float | None,
-                   blocksize: int = 512) -> Iterator[rasterio.io.DatasetWriter]:
-    """A tiled, uncompressed BigTIFF on ``grid``; removed when the block exits (also on error)."""
-    profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
-        "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "tiled": True,
-        "blockxsize": blocksize, "blockysize": blocksize, "bigtiff": "YES", "sparse_ok": True,
-        "interleave": "pixel",
-    }
-    try:
-        with rasterio.open(path, "w", **profile) as dst:
-            yield dst
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def describe(dst, *, descriptions: Sequence[str], tags: Mapping[str, str],
-             scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> None:
-    """Band descriptions, provenance tags and scale/offset on the scratch file (rio-cogeo carries them over)."""
-    for i, text in enumerate(descriptions, start=1):
-        dst.set_band_description(i, text)
-    dst.update_tags(**{k: str(v) for k, v in tags.items()})
-    if scales is not None:
-        dst.scales = tuple(scales)
-    if offsets is not None:
-        dst.offsets = tuple(offsets)
-
-
 def cog_profile(*, blocksize: int, creation_options: Mapping[str, str], nbytes: int) -> dict:
     from rio_cogeo.profiles import cog_profiles
 
@@ -89,7 +63,67 @@ def cog_profile(*, blocksize: int, creation_options: Mapping[str, str], nbytes: 
 
 
 def translate_to_cog(scratch: Path, output: Path, options: CogOptions) -> None:
-    """scratch -> COG at ``output`` (via a temporary name, renamed when complete), then validated."""
+    """scratch (any raster GDAL reads; rssr passes a VRT over the raw scratch) -> COG at ``output`` (via a temporary
+    name, renamed when complete), then validated. Failures to write (disk full, I/O errors) are one
+    :class:`OutputError` that names ``output`` and the cause."""
+    with _held_stderr() as held:
+        try:
+            _translate(scratch, output, options)
+        except RssrError:
+            raise
+        except (OSError, rasterio.errors.RasterioError) as exc:
+            raise OutputError(f"cannot write {output}: {_reason(exc, held())}") from None
+
+
+@contextmanager
+def _held_stderr() -> Iterator[Callable[[], str]]:
+    """Hold back what C libraries print straight to stderr while GDAL writes (libtiff prints
+    ``_tiffWriteProc: No space left on device.`` once per failed write, beside the exception GDAL raises): the caller
+    reads it (``held()``) to explain a failure in one line; after a success it is passed on to stderr unchanged."""
+    sys.stderr.flush()
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:  # no room for a temporary file: let it through
+        yield lambda: ""
+        return
+    saved = os.dup(2)
+
+    def text() -> str:
+        held.seek(0)
+        return held.read().decode(errors="replace")
+
+    os.dup2(held.fileno(), 2)
+    failed = True
+    try:
+        yield text
+        failed = False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not failed:
+            with suppress(OSError):
+                os.write(2, text().encode())
+        held.close()
+
+
+def _reason(exc: Exception, printed: str = "") -> str:
+    """One line of what went wrong: the OS's words (``No space left on device``) from the exception or from what
+    libtiff printed, else the most specific of GDAL's messages."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    lines = [line.strip().rstrip(".") for line in printed.splitlines() if line.strip()]
+    if lines:
+        return lines[-1].split(": ", 1)[-1]
+    texts: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(texts) < 10:
+        texts.append(str(cause).strip())
+        cause = cause.__cause__ or cause.__context__
+    useful = [t for t in texts if t and "previous exception" not in t]
+    return useful[-1].splitlines()[-1] if useful else type(exc).__name__
+
+
+def _translate(scratch: Path, output: Path, options: CogOptions) -> None:
     from rio_cogeo.cogeo import cog_translate, cog_validate
 
     with rasterio.open(scratch) as src:

@@ -6,6 +6,8 @@ Subclasses also inherit from a built-in exception so that callers can catch them
 
 from __future__ import annotations
 
+import signal
+
 
 class RssrError(Exception):
     """Base class of every error rssr reports to its user. ``exit_code`` is what the CLI exits with."""
@@ -41,3 +43,27 @@ class UsageError(RssrError, ValueError):
     """Options that contradict each other or values out of range; the CLI exits with 2 as for other usage errors."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM; :mod:`rssr_cli.interrupt`).
+
+    A :class:`KeyboardInterrupt`, not an :class:`RssrError`: it stops a whole batch, not one input, and code that
+    handles Ctrl-C handles it. What an interrupted upscale finished is kept for ``--resume``. The CLI exits with
+    128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as shells do.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        self.signum = int(signum)
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

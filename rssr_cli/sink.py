@@ -1,33 +1,48 @@
 """The sink stage: finished HR blocks in, the output COG (and its ``_std`` uncertainty companion) out.
 
-Blocks are encoded (reflectance -> output pixels, nodata where invalid; :mod:`rssr_cli.encoding`) and written into
-tiled BigTIFF scratch files beside the outputs on one worker thread, so that GDAL I/O overlaps the method's next
-tiles. :meth:`CogSink.commit` describes the scratch files (band names, provenance tags, scale/offset) and has
-rio-cogeo turn them into COGs (:mod:`rssr_cli.cog`). Leaving the ``with`` block without a commit (an error upstream)
-removes the scratch files and writes nothing; a failed commit leaves neither output of a pair.
+Blocks are encoded (reflectance -> output pixels, nodata where invalid; :mod:`rssr_cli.encoding`) and written into raw
+scratch rasters beside the outputs (:mod:`rssr_cli.scratch`) on one worker thread, so that disk I/O overlaps the
+method's next tiles. :meth:`CogSink.checkpoint` queues a task behind the blocks written so far: the scratch files are
+synced to disk, then the task runs (:mod:`rssr_cli.resume` journals the finished row of tiles there). :meth:`CogSink.
+commit` describes the scratch rasters (band names, provenance tags, scale/offset) and has rio-cogeo turn them into COGs
+(:mod:`rssr_cli.cog`).
+
+Leaving the ``with`` block without a commit (an error upstream) removes the scratch files and writes nothing; a failed
+commit leaves neither output of a pair. With ``partial`` (:class:`PartialFiles`: names a later run finds), an
+interruption (:class:`KeyboardInterrupt`, which :class:`rssr_cli.errors.Interrupted` is) keeps the scratch files for
+``--resume`` instead.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from rasterio.io import DatasetWriter
-from rasterio.windows import Window
 
 from rssr_cli.atomic import temporary_path
 from rssr_cli.blend import FinishedRows
-from rssr_cli.cog import CogOptions, describe, scratch_raster, translate_to_cog
+from rssr_cli.cog import CogOptions, translate_to_cog
 from rssr_cli.encoding import OutputEncoding
 from rssr_cli.scene import Grid
+from rssr_cli.scratch import RawScratch
 
 #: The band tag that tells the companion apart from the output.
 STD_LAYER = "per-pixel standard deviation of the samples (reflectance)"
+
+
+@dataclass(frozen=True)
+class PartialFiles:
+    """Where the scratch rasters of a resumable run live (``std`` for the companion), and whether to keep the pixels
+    already there (``reuse``: a resumed run)."""
+
+    main: Path
+    std: Path | None = None
+    reuse: bool = False
 
 
 class CogSink:
@@ -43,78 +58,113 @@ class CogSink:
     """
 
     def __init__(self, output: Path, grid: Grid, encoding: OutputEncoding, *, bands: Sequence[str],
-                 tags: Mapping[str, str], cog: CogOptions, std_output: Path | None = None) -> None:
+                 tags: Mapping[str, str], cog: CogOptions, std_output: Path | None = None,
+                 partial: PartialFiles | None = None) -> None:
         self.encoding = encoding
         self.bands, self.tags, self.cog = tuple(bands), dict(tags), cog
+        self._partial = partial
+        self._committed = False
+        reuse = partial is not None and partial.reuse
         with ExitStack() as stack:  # on an error half-way, what was opened is closed and removed again
-            self._main = _Layer.open(stack, output, grid, count=len(bands), dtype=encoding.dtype,
-                                     nodata=encoding.nodata, blocksize=cog.blocksize)
-            self._std = None if std_output is None else _Layer.open(
-                stack, std_output, grid, count=len(bands), dtype="float32", nodata=float("nan"),
-                blocksize=cog.blocksize)
+            stack.push(self._exit_layers)
+            self._layers: list[_Layer] = []
+            self._main = self._open(output, partial.main if partial else None, grid, len(bands), encoding.dtype,
+                                    encoding.nodata, reuse)
+            self._std = None if std_output is None else self._open(
+                std_output, partial.std if partial else None, grid, len(bands), "float32", float("nan"), reuse)
             # Entered last, left first: the thread stops before the scratch files close.
-            self._writer = stack.enter_context(_WriterThread(self._write_block))
+            self._writer = stack.enter_context(_WriterThread())
             self._resources = stack.pop_all()
+
+    def _open(self, output: Path, scratch: Path | None, grid: Grid, count: int, dtype: str, nodata: float,
+              reuse: bool) -> "_Layer":
+        layer = _Layer(output, RawScratch(scratch or temporary_path(output, "scratch"), grid, count=count,
+                                          dtype=dtype, nodata=nodata, reuse=reuse))
+        self._layers.append(layer)
+        return layer
 
     @property
     def with_std(self) -> bool:
         """Whether blocks' ``std`` is written (to the companion)."""
         return self._std is not None
 
+    @property
+    def allocated_bytes(self) -> int:
+        """Disk the scratch files take now (what a resumed run already has)."""
+        return sum(layer.scratch.allocated_bytes() for layer in self._layers)
+
     def __enter__(self) -> "CogSink":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._resources.close()
+    def __exit__(self, *exc: Any) -> None:
+        self._resources.__exit__(*exc)
 
     def write(self, block: FinishedRows, valid: np.ndarray) -> None:
         """Queue a finished block (reflectance) with its validity (h, w); an earlier block's write error is raised
         here."""
-        self._writer.put(block, valid)
+        self._writer.put(self._write_block, block, valid)
+
+    def checkpoint(self, task: Callable[[], None]) -> None:
+        """Queue ``task`` to run (on the writer thread) once the blocks queued so far are on disk (synced)."""
+        self._writer.put(self._sync_then, task)
+
+    def flush(self) -> None:
+        """Wait until every queued block and checkpoint is written (an error on the writer is raised here)."""
+        self._writer.drain()
 
     def commit(self) -> None:
         """Finish writing, describe the layers and translate them to COGs: both files of a pair, or neither."""
         self._writer.drain()
-        self._main.describe_and_close(descriptions=self.bands, tags=self.tags, scales=self.encoding.scales,
-                                      offsets=self.encoding.offsets)
+        enc = self.encoding
+        self._main.describe(descriptions=self.bands, tags=self.tags, scales=enc.scales, offsets=enc.offsets)
         layers = [self._main]
         if self._std is not None:
-            self._std.describe_and_close(descriptions=[f"{b} std" for b in self.bands],
-                                         tags={**self.tags, "RSSR_LAYER": STD_LAYER})
+            self._std.describe(descriptions=[f"{b} std" for b in self.bands],
+                               tags={**self.tags, "RSSR_LAYER": STD_LAYER})
             layers.insert(0, self._std)  # the output last: it appears with its pair complete
-        _translate_all([(layer.scratch, layer.output) for layer in layers], self.cog)
+        _translate_all([(layer.vrt, layer.output) for layer in layers], self.cog)
+        self._committed = True
 
     def _write_block(self, block: FinishedRows, valid: np.ndarray) -> None:
         """On the writer thread, the only one that touches the scratch files."""
-        window = Window(block.col0, block.row0, block.data.shape[2], block.data.shape[1])
-        self._main.dst.write(self.encoding.encode(block.data, valid), window=window)
+        self._main.scratch.write(self.encoding.encode(block.data, valid), block.row0, block.col0)
         if self._std is not None and block.std is not None:
             block.std[:, ~valid] = np.nan
-            self._std.dst.write(block.std, window=window)
+            self._std.scratch.write(block.std, block.row0, block.col0)
+
+    def _sync_then(self, task: Callable[[], None]) -> None:
+        for layer in self._layers:
+            layer.scratch.sync()
+        task()
+
+    def _exit_layers(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close the scratch files; remove them unless an interruption left work that ``--resume`` can reuse."""
+        keep = (self._partial is not None and not self._committed and exc_type is not None
+                and issubclass(exc_type, KeyboardInterrupt))
+        for layer in self._layers:
+            layer.scratch.close()
+            for path in (layer.vrt, None if keep else layer.scratch.path):
+                with suppress(OSError):  # a folder turned read-only: report the first error, not this one
+                    if path is not None:
+                        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
 class _Layer:
-    """One output file in the making: its tiled BigTIFF scratch file beside it, open for writing."""
+    """One output file in the making: its raw scratch raster beside it, open for writing."""
 
     output: Path
-    scratch: Path
-    dst: DatasetWriter
+    scratch: RawScratch
 
-    @staticmethod
-    def open(stack: ExitStack, output: Path, grid: Grid, *, count: int, dtype: str, nodata: float,
-             blocksize: int) -> "_Layer":
-        """Create the scratch file; ``stack`` closes and removes it."""
-        scratch = temporary_path(output, "scratch")
-        dst = stack.enter_context(scratch_raster(scratch, grid, count=count, dtype=dtype, nodata=nodata,
-                                                 blocksize=blocksize))
-        return _Layer(output, scratch, dst)
+    @property
+    def vrt(self) -> Path:
+        return self.scratch.path.with_name(self.scratch.path.name + ".vrt")
 
-    def describe_and_close(self, *, descriptions: Sequence[str], tags: Mapping[str, str],
-                           scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> None:
-        """Band descriptions, tags and scale/offset (rio-cogeo carries them into the COG), then close the file."""
-        describe(self.dst, descriptions=descriptions, tags=tags, scales=scales, offsets=offsets)
-        self.dst.close()
+    def describe(self, *, descriptions: Sequence[str], tags: Mapping[str, str],
+                 scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> None:
+        """Band descriptions, tags and scale/offset in the VRT over the scratch file (rio-cogeo carries them into the
+        COG)."""
+        self.scratch.write_vrt(self.vrt, descriptions=descriptions, tags=tags, scales=scales, offsets=offsets)
 
 
 def _translate_all(layers: Sequence[tuple[Path, Path]], cog: CogOptions) -> None:
@@ -131,25 +181,35 @@ def _translate_all(layers: Sequence[tuple[Path, Path]], cog: CogOptions) -> None
 
 
 class _WriterThread:
-    """Runs ``write(block, valid)`` on one worker thread, in order, with at most ``depth`` blocks waiting.
+    """Runs queued calls on one worker thread, in order, with at most ``depth`` of them waiting.
 
-    An error on the worker is raised in the caller at the next ``put`` or ``drain``; leaving the ``with`` block
-    cancels what still waits and waits for the block being written.
+    An error on the worker is raised in the caller at the next ``put`` or ``drain`` and no later call runs; leaving the
+    ``with`` block cancels what still waits and waits for the call in progress.
     """
 
-    def __init__(self, write: Callable[[FinishedRows, np.ndarray], None], depth: int = 4) -> None:
-        self._write = write
+    def __init__(self, depth: int = 4) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rssr-writer")
         self._pending: deque[Future[None]] = deque()
         self._depth = depth
+        self._failed = False
 
-    def put(self, block: FinishedRows, valid: np.ndarray) -> None:
-        self._pending.append(self._pool.submit(self._write, block, valid))
+    def put(self, fn: Callable[..., None], *args: Any) -> None:
+        self._pending.append(self._pool.submit(self._run, fn, *args))
         while len(self._pending) > self._depth:
             self._pending.popleft().result()
 
+    def _run(self, fn: Callable[..., None], *args: Any) -> None:
+        """After a failed call nothing else runs: a checkpoint must never follow a block that was not written."""
+        if self._failed:
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
     def drain(self) -> None:
-        """Wait until every queued block is written."""
+        """Wait until every queued call has run."""
         while self._pending:
             self._pending.popleft().result()
 

@@ -2,7 +2,8 @@
 
 Each command lives in its own module and is imported only when it runs, so ``rssr --help`` stays instant (torch and
 rasterio are not imported for it). Library errors (:class:`rssr_cli.errors.RssrError`) become one line on stderr and
-the error's exit code; nothing else prints a traceback unless ``-v -v`` is given.
+the error's exit code; nothing else prints a traceback unless ``-v -v`` is given. A run stopped by SIGINT or SIGTERM
+(:class:`rssr_cli.errors.Interrupted`) prints one line and exits with 130 or 143.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
-        from rssr_cli.errors import RssrError
+        from rssr_cli.errors import Interrupted, RssrError
 
         try:
             return super().invoke(ctx)
@@ -63,6 +64,9 @@ class LazyGroup(click.Group):
             if ctx.obj and ctx.obj.get("verbosity", 0) >= 2:
                 raise
             click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except Interrupted as exc:  # a command that installed rssr_cli.interrupt's handlers, stopped outside its loop
+            click.echo(f"Interrupted by {exc.signal_name}", err=True)
             ctx.exit(exc.exit_code)
 
 

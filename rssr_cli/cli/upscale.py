@@ -62,6 +62,9 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("--nodata", type=float, help="Input nodata value (overrides the file's).")
 @click.option("--offset", type=float, help="Sentinel-2 additive offset in DN, used when the file's metadata has none "
               "(-1000 for processing baseline 04.00 and later). Reflectance = (DN + offset) / 10000.")
+@click.option("--allow-unusual-input", is_flag=True, help="Skip the checks that the input is what the diffusion "
+              "model was made for (pixels of 8-12.5 m on the ground, values that look like reflectance) and run it "
+              "anyway.")
 @click.option("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="Area of interest as a box in --bbox-crs.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True,
               help="CRS of --bbox: anything pyproj knows, or 'scene' for the scene's own CRS.")
@@ -98,24 +101,35 @@ def _all_single_band(paths: list[str]) -> bool:
               type=click.Choice(("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")))
 @click.option("--threads", default="ALL_CPUS", show_default=True, help="GDAL threads for compression.")
 @overwrite_opt
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command from its finished work "
+              "(refused, naming what differs, if a setting that changes pixels changed); in a batch, inputs whose "
+              "output is already finished are skipped.")
 @click.option("--preview", is_flag=True, help="Also write a PNG quick-look (true colour) beside each output.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (window, tiles, sizes) and write nothing.")
 @json_opt
 @verbosity_options
 @click.pass_context
-def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
-            bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, init, batch_size,
-            scale, tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
-            overwrite, preview, dry_run, as_json):
+def upscale(ctx: click.Context, **params) -> None:
     """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
 
     INPUT is a raster GDAL can open (GeoTIFF, VRT, SAFE/JP2), or one file per band (B02.tif B03.tif B04.tif
     B08.tif). Several scenes are written to --output-dir (default: the current folder); '-' reads the input list from stdin.
 
-    Exit codes: 0 ok, 1 error, 2 usage error, 3 some inputs of a batch failed (the others were written).
+    Exit codes: 0 ok, 1 error, 2 usage error, 3 some inputs of a batch failed (the others were written), 130/143
+    interrupted by SIGINT/SIGTERM (the finished work is kept for --resume).
     """
+    from rssr_cli.interrupt import stop_on_signals
+
+    with stop_on_signals():  # SIGINT/SIGTERM raise Interrupted: the run stops where --resume can continue
+        _upscale(ctx, **params)
+
+
+def _upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
+             bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, init, batch_size,
+             scale, tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
+             overwrite, resume, preview, dry_run, as_json, allow_unusual_input):
     from rssr_cli.aoi import parse_bbox
-    from rssr_cli.errors import RssrError, UsageError
+    from rssr_cli.errors import Interrupted, RssrError, UsageError
     from rssr_cli.methods import method_options
     from rssr_cli.pipeline import UpscaleOptions, default_output, plan_upscale
     from rssr_cli.pipeline import upscale as run_upscale
@@ -145,7 +159,8 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,
         blocksize=blocksize, creation_options=dict(creation_options), overview_resampling=overview_resampling,
-        threads=threads, gdal_config=dict(gdal_config), overwrite=overwrite)
+        threads=threads, gdal_config=dict(gdal_config), overwrite=overwrite, resume=resume,
+        allow_unusual_input=allow_unusual_input)
     upsampler = options.method.build()  # once: a batch reuses the loaded model
     failures = 0
     for scene in scenes:
@@ -161,14 +176,19 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
                 with tile_progress(enabled=verbosity >= 0 and sys.stderr.isatty(), label=Path(scene[0]).name) as cb:
                     result = run_upscale(scene, out, options, upsampler=upsampler, progress=cb)
                 record = result.to_dict()
-                if preview:
+                if preview and result.status == "ok":
                     from rssr_cli.preview import write_preview
 
                     record["preview"] = str(write_preview(out))
                 if verbosity >= 0:
-                    c, h, w = record["shape"]
-                    click.echo(f"wrote {out} ({c} bands, {w} x {h} px, {record['tiles']} tiles, "
-                               f"{record['seconds']:.1f} s)", err=True)
+                    click.echo(_done_line(out, record), err=True)
+        except Interrupted as exc:
+            record.update({"status": "interrupted", "error": str(exc)})
+            if as_json:
+                click.echo(json.dumps(record))
+            click.echo(f"Interrupted by {exc.signal_name}: the finished work is kept beside {out}; run the same "
+                       "command with --resume to continue", err=True)
+            ctx.exit(exc.exit_code)
         except RssrError as exc:
             if len(scenes) == 1 and not as_json:
                 raise
@@ -185,7 +205,17 @@ def upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate,
         ctx.exit(1 if failures == len(scenes) else EXIT_PARTIAL)
 
 
+def _done_line(out: Path, record: dict) -> str:
+    if record["status"] == "skipped":
+        return f"kept {out}: already finished with the same settings (--resume)"
+    c, h, w = record["shape"]
+    reused = f", {record['reused_tiles']} reused" if record.get("reused_tiles") else ""
+    return f"wrote {out} ({c} bands, {w} x {h} px, {record['tiles']} tiles{reused}, {record['seconds']:.1f} s)"
+
+
 def _print_plan(record: dict) -> None:
+    from rssr_cli.diskspace import human_bytes
+
     c, h, w = record["shape"]
     win = record["lr_window"]
     lines = [
@@ -198,15 +228,8 @@ def _print_plan(record: dict) -> None:
         f"scale {record['scale']:g}",
         f"bounds:   {', '.join(f'{v:.6f}' for v in record['bounds'])}",
         f"tiles:    {record['tiles']}",
-        f"size:     {_human(record['output_bytes'])} uncompressed; scratch disk needed "
-        f"{_human(record['scratch_bytes'])}",
+        f"size:     {human_bytes(record['output_bytes'])} uncompressed; scratch disk needed "
+        f"{human_bytes(record['scratch_bytes'])}"
+        + (f"; {human_bytes(record['free_bytes'])} free" if record.get("free_bytes") is not None else ""),
     ]
     click.echo("\n".join(lines))
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
