@@ -103,18 +103,25 @@ def check_input(scene: Scene, expected: ExpectedInput | None = DIFFUSION_INPUT) 
 
 def ground_pixel_size(grid: Grid) -> tuple[float, float] | None:
     """The (x, y) size in metres on the ground of the pixel at ``grid``'s centre: geodesic distances on the CRS's
-    ellipsoid between the centres of its neighbours; for a CRS with no ellipsoid, its linear unit. None when
-    neither is known."""
+    ellipsoid between the midpoints of its opposite edges; for a CRS with no ellipsoid (or no transformation to
+    one), its linear unit. None when neither is known."""
     from pyproj import CRS, Transformer
+    from pyproj.exceptions import ProjError
 
-    crs = CRS.from_user_input(grid.crs.to_wkt())
+    try:
+        crs = CRS.from_user_input(grid.crs.to_wkt())
+    except ProjError:
+        return None
     t = grid.transform
     col, row = grid.width / 2, grid.height / 2
     pts = [t * (col - 0.5, row), t * (col + 0.5, row), t * (col, row - 0.5), t * (col, row + 0.5)]
     geod = crs.get_geod()
     if geod is not None and crs.geodetic_crs is not None:
-        to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-        lon, lat = to_lonlat.transform([p[0] for p in pts], [p[1] for p in pts])
+        try:
+            to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+            lon, lat = to_lonlat.transform([p[0] for p in pts], [p[1] for p in pts])
+        except ProjError:
+            lon, lat = [math.inf], [math.inf]
         if all(math.isfinite(v) for v in (*lon, *lat)):
             dx = geod.inv(lon[0], lat[0], lon[1], lat[1])[2]
             dy = geod.inv(lon[2], lat[2], lon[3], lat[3])[2]
