@@ -117,6 +117,8 @@ def _reason(exc: Exception, printed: str = "") -> str:
     texts: list[str] = []
     cause: BaseException | None = exc
     while cause is not None and len(texts) < 10:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
         texts.append(str(cause).strip())
         cause = cause.__cause__ or cause.__context__
     useful = [t for t in texts if t and "previous exception" not in t]
