@@ -20,6 +20,8 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
               help="Methods to score (repeatable). Default: all three.")
 @click.option("--steps", type=int, help="LR-start sampler steps (default: the model's).")
 @click.option("--start", type=float, help="LR-start noise level t0/T (default: the model's).")
+@click.option("--eta", type=click.FloatRange(min=0), help="LR-start sampler stochasticity (0 = deterministic DDIM; "
+              "default: the model's).")
 @click.option("--noise-steps", type=int, default=100, show_default=True,
               help="DDIM steps of the pure-noise sampler (at most the model's T).")
 @sampler_mode_options
@@ -30,8 +32,8 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.pass_context
 def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[str, ...], steps: int | None,
-             start: float | None, noise_steps: int, consistency: str | None, init: str | None, sample_seed: int,
-             max_patches: int | None, device: str, as_json: bool, **kw: Any) -> None:
+             start: float | None, eta: float | None, noise_steps: int, consistency: str | None, init: str | None,
+             sample_seed: int, max_patches: int | None, device: str, as_json: bool, **kw: Any) -> None:
     """Score the model (LR-start and pure-noise samplers) and bicubic on DATA: a patch cache (.npz) or an archive
     (real pairs, or HR only with --synthetic-lr), prepared with the same options as `rssr prepare`.
 
@@ -55,9 +57,9 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
         def progress(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=name)
     try:
-        result = run(_patches(data, kw), weights, methods=chosen, steps=steps, start=start, noise_steps=noise_steps,
-                     consistency=consistency_value(ctx, consistency), init=init, seed=sample_seed, device=device, max_patches=max_patches, name=data,
-                     progress=progress)
+        result = run(_patches(data, kw), weights, methods=chosen, steps=steps, start=start, eta=eta,
+                     noise_steps=noise_steps, consistency=consistency_value(ctx, consistency), init=init,
+                     seed=sample_seed, device=device, max_patches=max_patches, name=data, progress=progress)
     finally:
         if bar is not None:
             bar.stop()
