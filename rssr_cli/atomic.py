@@ -51,15 +51,20 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True,
+                 folder: Path | None = None) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; rename it to ``path`` when the block succeeds.
 
     On any error the temporary file is removed and ``path`` is left as it was. Without ``overwrite``, a ``path``
     that appeared while the content was being written is not replaced (:class:`OutputError`). The file gets the
-    usual permissions (0666 minus the umask) whatever the writer created it with.
+    usual permissions (0666 minus the umask) whatever the writer created it with. ``folder`` (on the target's
+    filesystem) holds the temporary file instead of the target's folder, for writers that leave files of their own
+    beside it.
     """
     target = Path(path)
     tmp = temporary_path(target)
+    if folder is not None:
+        tmp = folder / tmp.name
     try:
         yield tmp
         if not tmp.exists():

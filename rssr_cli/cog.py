@@ -62,13 +62,14 @@ def cog_profile(*, blocksize: int, creation_options: Mapping[str, str], nbytes: 
     return profile
 
 
-def translate_to_cog(scratch: Path, output: Path, options: CogOptions) -> None:
+def translate_to_cog(scratch: Path, output: Path, options: CogOptions, *, workdir: Path | None = None) -> None:
     """scratch (any raster GDAL reads; rssr passes a VRT over the raw scratch) -> COG at ``output`` (via a temporary
     name, renamed when complete), then validated. Failures to write (disk full, I/O errors) are one
-    :class:`OutputError` that names ``output`` and the cause."""
+    :class:`OutputError` that names ``output`` and the cause. ``workdir`` (an existing folder beside ``output``)
+    receives the temporary files, rio-cogeo's intermediate among them, instead of ``output``'s folder."""
     with _held_stderr() as held:
         try:
-            _translate(scratch, output, options)
+            _translate(scratch, output, options, workdir)
         except RssrError:
             raise
         except (OSError, rasterio.errors.RasterioError) as exc:
@@ -125,7 +126,7 @@ def _reason(exc: Exception, printed: str = "") -> str:
     return useful[-1].splitlines()[-1] if useful else type(exc).__name__
 
 
-def _translate(scratch: Path, output: Path, options: CogOptions) -> None:
+def _translate(scratch: Path, output: Path, options: CogOptions, workdir: Path | None) -> None:
     from rio_cogeo.cogeo import cog_translate, cog_validate
 
     with rasterio.open(scratch) as src:
@@ -134,7 +135,7 @@ def _translate(scratch: Path, output: Path, options: CogOptions) -> None:
     profile = cog_profile(blocksize=options.blocksize, creation_options=options.creation_options, nbytes=nbytes)
     if is_float and profile.get("predictor") == 2:
         profile["predictor"] = 3  # floating-point predictor
-    with atomic_write(output, overwrite=options.overwrite) as tmp:
+    with atomic_write(output, overwrite=options.overwrite, folder=workdir) as tmp:  # rio-cogeo's tmp goes beside tmp
         cog_translate(str(scratch), str(tmp), profile, overview_resampling=options.overview_resampling,
                       in_memory=False, quiet=True, config={"GDAL_NUM_THREADS": str(options.threads),
                                                            "GDAL_TIFF_INTERNAL_MASK": "TRUE"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class RunFiles:
         for path in stale:
             with suppress(OSError):
                 path.unlink(missing_ok=True)
+        shutil.rmtree(work_path(self.output, "cog"), ignore_errors=True)  # a COG translation killed half-way
         fsync_folder(self.output.parent)
 
 

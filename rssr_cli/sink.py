@@ -15,6 +15,7 @@ interruption (:class:`KeyboardInterrupt`, which :class:`rssr_cli.errors.Interrup
 
 from __future__ import annotations
 
+import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
@@ -24,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from rssr_cli.atomic import temporary_path
+from rssr_cli.atomic import temporary_path, work_path
 from rssr_cli.blend import FinishedRows
 from rssr_cli.cog import CogOptions, translate_to_cog
 from rssr_cli.encoding import OutputEncoding
@@ -64,6 +65,9 @@ class CogSink:
         self.bands, self.tags, self.cog = tuple(bands), dict(tags), cog
         self._partial = partial
         self._committed = False
+        #: The COG translation's temporary files (rio-cogeo's intermediate too), in one hidden folder beside the
+        #: output that the sink (or, after a kill, the next run: :class:`rssr_cli.resume.RunFiles`) removes whole.
+        self._cogdir = work_path(output, "cog")
         reuse = partial is not None and partial.reuse
         with ExitStack() as stack:  # on an error half-way, what was opened is closed and removed again
             stack.push(self._exit_layers)
@@ -122,7 +126,8 @@ class CogSink:
             self._std.describe(descriptions=[f"{b} std" for b in self.bands],
                                tags={**self.tags, "RSSR_LAYER": STD_LAYER})
             layers.insert(0, self._std)  # the output last: it appears with its pair complete
-        _translate_all([(layer.vrt, layer.output) for layer in layers], self.cog)
+        self._cogdir.mkdir(exist_ok=True)
+        _translate_all([(layer.vrt, layer.output) for layer in layers], self.cog, self._cogdir)
         self._committed = True
 
     def _write_block(self, block: FinishedRows, valid: np.ndarray) -> None:
@@ -141,6 +146,7 @@ class CogSink:
         """Close the scratch files; remove them unless an interruption left work that ``--resume`` can reuse."""
         keep = (self._partial is not None and not self._committed and exc_type is not None
                 and issubclass(exc_type, KeyboardInterrupt))
+        shutil.rmtree(self._cogdir, ignore_errors=True)
         for layer in self._layers:
             layer.scratch.close()
             for path in (layer.vrt, None if keep else layer.scratch.path):
@@ -167,12 +173,12 @@ class _Layer:
         self.scratch.write_vrt(self.vrt, descriptions=descriptions, tags=tags, scales=scales, offsets=offsets)
 
 
-def _translate_all(layers: Sequence[tuple[Path, Path]], cog: CogOptions) -> None:
+def _translate_all(layers: Sequence[tuple[Path, Path]], cog: CogOptions, workdir: Path) -> None:
     """Each (scratch, output) to a COG, in order; on any failure the outputs already written are removed again."""
     written: list[Path] = []
     try:
         for scratch, output in layers:
-            translate_to_cog(scratch, output, cog)
+            translate_to_cog(scratch, output, cog, workdir=workdir)
             written.append(output)
     except BaseException:
         for output in written:

@@ -227,6 +227,8 @@ def test_without_resume_stale_work_is_replaced(scene, reference, tmp_path):
     with pytest.raises(Interrupted):
         upscale(scene, out, options(tile_size=12), upsampler=Stopping())
     (tmp_path / ".o.rssr-tmp-999999.tif").write_bytes(b"left by a killed commit")
+    (tmp_path / ".o.tif.rssr-cog").mkdir()
+    (tmp_path / ".o.tif.rssr-cog" / "tmpk1ll3d.tif").write_bytes(b"rio-cogeo's intermediate of a killed commit")
     result = upscale(scene, out, options())
     assert result.reused_tiles == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif"]

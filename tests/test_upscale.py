@@ -313,10 +313,10 @@ def test_a_failed_output_leaves_no_uncertainty_companion(utm_scene, tmp_path, mo
     import rssr_cli.sink
     from rssr_cli.cog import translate_to_cog
 
-    def failing_for_the_output(scratch, output, cog):
+    def failing_for_the_output(scratch, output, cog, **kw):
         if not output.stem.endswith("_std"):
             raise OSError("disk full")
-        translate_to_cog(scratch, output, cog)
+        translate_to_cog(scratch, output, cog, **kw)
 
     monkeypatch.setattr(rssr_cli.sink, "translate_to_cog", failing_for_the_output)
     options = opts(bbox=(500000, 5199000, 500200, 5199200), bbox_crs="scene")
