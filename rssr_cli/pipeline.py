@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -248,24 +249,26 @@ def upscale(inputs: str | Path | Sequence[str | Path], output: str | Path | None
     paths = _inputs(inputs)
     output = Path(output) if output else default_output(paths[0])
     check_output(output, overwrite=options.overwrite or options.resume)
-    upsampler = upsampler or options.method.build()
-    with _env(options), open_scene(paths, bidx=options.bidx, bands=upsampler.bands, nodata=options.nodata,
-                                   offset=options.offset) as scene:
+    with ExitStack() as stack:
+        stack.enter_context(OutputLock(output))  # first: a second writer is refused before any work
+        upsampler = upsampler or options.method.build()
+        stack.enter_context(_env(options))
+        scene = stack.enter_context(open_scene(paths, bidx=options.bidx, bands=upsampler.bands,
+                                               nodata=options.nodata, offset=options.offset))
         plan, tiles, aoi = _plan(scene, paths, output, options, upsampler)
         fingerprint = run_fingerprint(scene, plan, tiles, aoi, upsampler, options)
         files = RunFiles(output, uncertainty_path(output), with_std=plan.with_std)
         std_output = str(files.companion) if plan.with_std else None
-        with OutputLock(output):
-            if _finished_before(files, fingerprint, options):
-                files.remove()
-                return UpscaleResult(plan=plan, seconds=time.perf_counter() - t0, uncertainty=std_output,
-                                     status="skipped")
-            chunks = list(tiles.column_chunks(options.chunk_width))
-            with resumable_run(files, fingerprint, units=len(chunks) * len(tiles.rows.starts),
-                               resume=options.resume) as journal:
-                plan.check_free_space(already=files.allocated_bytes() if journal.done else 0)
-                reused = _run(scene, plan, tiles, chunks, aoi, upsampler, options, fingerprint,
-                              files.partial(reuse=bool(journal.done)), journal, progress)
+        if _finished_before(files, fingerprint, options):
+            files.remove()
+            return UpscaleResult(plan=plan, seconds=time.perf_counter() - t0, uncertainty=std_output,
+                                 status="skipped")
+        chunks = list(tiles.column_chunks(options.chunk_width))
+        journal = stack.enter_context(resumable_run(files, fingerprint, units=len(chunks) * len(tiles.rows.starts),
+                                                    resume=options.resume))
+        plan.check_free_space(already=files.allocated_bytes() if journal.done else 0)
+        reused = _run(scene, plan, tiles, chunks, aoi, upsampler, options, fingerprint,
+                      files.partial(reuse=bool(journal.done)), journal, progress)
     return UpscaleResult(plan=plan, seconds=time.perf_counter() - t0, uncertainty=std_output, reused_tiles=reused)
 
 
