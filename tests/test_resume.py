@@ -257,3 +257,54 @@ def test_resume_with_nothing_to_resume_is_a_plain_run(scene, reference, tmp_path
     assert result.status == "ok" and result.reused_tiles == 0
     with rasterio.open(out) as a, rasterio.open(reference) as b:
         assert np.array_equal(a.read(), b.read())
+
+
+class WithStd(BicubicUpsampler):
+    """Two samples: the run writes an ``_std`` companion, resumed from its own scratch raster."""
+
+    samples = 2
+
+    def upscale_tiles(self, lr, origins):
+        from rssr_cli.methods import TileResult
+
+        mean = super().upscale_tiles(lr, origins).mean
+        spread = np.abs(np.gradient(mean, axis=-1)).astype(np.float32)  # varies across tiles and seams
+        return TileResult(mean=mean, std=spread)
+
+
+class StoppingWithStd(WithStd, Stopping):
+    pass
+
+
+def test_the_uncertainty_companion_resumes_too(scene, tmp_path):
+    ref, out = tmp_path / "ref" / "o.tif", tmp_path / "o.tif"
+    ref.parent.mkdir()
+    upscale(scene, ref, options(), upsampler=WithStd())
+    with pytest.raises(Interrupted):
+        upscale(scene, out, options(), upsampler=StoppingWithStd())
+    assert {".o.tif.rssr-partial", ".o_std.tif.rssr-partial"} <= {p.name for p in tmp_path.iterdir()}
+    result = upscale(scene, out, options(resume=True), upsampler=WithStd())
+    assert result.reused_tiles > 0 and result.uncertainty == str(tmp_path / "o_std.tif")
+    for name in ("o.tif", "o_std.tif"):
+        with rasterio.open(tmp_path / name) as a, rasterio.open(ref.parent / name) as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif", "o_std.tif", "ref"]
+
+
+def test_an_interruption_while_the_cog_is_written_resumes_without_recomputing(scene, reference, tmp_path,
+                                                                               monkeypatch):
+    import rssr_cli.sink
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    out = tmp_path / "o.tif"
+    with monkeypatch.context() as patch:
+        patch.setattr(rssr_cli.sink, "translate_to_cog", interrupted)
+        with pytest.raises(Interrupted):
+            upscale(scene, out, options())
+    assert not out.exists() and units_done(out) == total_units(out)
+    result = upscale(scene, out, options(resume=True))
+    assert result.reused_tiles == result.plan.tiles
+    with rasterio.open(out) as a, rasterio.open(reference) as b:
+        assert np.array_equal(a.read(), b.read())
