@@ -11,6 +11,7 @@ read-only) become one :class:`OutputError` naming the output.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from contextlib import contextmanager, suppress
@@ -81,26 +82,37 @@ def _held_stderr() -> Iterator[Callable[[], str]]:
     """Hold back what C libraries print straight to stderr while GDAL writes (libtiff prints
     ``_tiffWriteProc: No space left on device.`` once per failed write, beside the exception GDAL raises): the caller
     reads it (``held()``) to explain a failure in one line; after a success it is passed on to stderr unchanged."""
-    sys.stderr.flush()
+    with suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon): nothing to hold
+        yield lambda: ""
+        return
     try:
         held = tempfile.TemporaryFile()
     except OSError:  # no room for a temporary file: let it through
+        os.close(saved)
         yield lambda: ""
         return
-    saved = os.dup(2)
 
     def text() -> str:
         held.seek(0)
         return held.read().decode(errors="replace")
 
-    os.dup2(held.fileno(), 2)
     failed = True
     try:
+        os.dup2(held.fileno(), 2)
         yield text
         failed = False
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        # Signals wait while stderr is given back, so that a Ctrl-C here cannot leave it redirected.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            os.dup2(saved, 2)
+            os.close(saved)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if not failed:
             with suppress(OSError):
                 os.write(2, text().encode())
