@@ -27,8 +27,10 @@ from rasterio.windows import Window
 
 from rssr_cli.errors import UsageError
 
-#: Defaults in LR pixels: 64 px cores (800 HR px at 12.5x) overlapping by 8 px (100 HR px of cosine ramp).
-DEFAULT_TILE_SIZE = 64
+#: Defaults in LR pixels: 128 px cores (1600 HR px at 12.5x) overlapping by 8 px (100 HR px of cosine ramp). Each tile
+#: also computes its context (8 LR px each side with the default model), so larger tiles waste less: 64 px tiles did
+#: 2.0x the output's work, 128 px tiles 1.4x, for about 0.6 GB more memory (benchmarks/upscale_speed.py).
+DEFAULT_TILE_SIZE = 128
 DEFAULT_OVERLAP = 8
 
 #: Widest HR chunk blended at once (26 km at 0.8 m). Wider scenes are processed in column chunks whose boundary tiles

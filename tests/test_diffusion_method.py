@@ -274,3 +274,24 @@ def test_cli_sampler_modes(tiny: Path, utm_scene: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(tmp_path / "x.tif"), *box,
                                        "--no-consistency", "--consistency", "exact"])
     assert result.exit_code == 2 and "contradicts" in result.output
+
+
+def test_the_measured_context_applies_to_the_default_sampler_only(tmp_path: Path) -> None:
+    """A context stored with the weights (scripts/export.py measures it) is used with exactly the sampler it was
+    measured for; any other setting falls back to the receptive-field bound. It round-trips through the file, and a
+    file without one keeps the old layout (no ``context`` key)."""
+    from rssr_cli.model import SamplerConfig
+    from rssr_cli.weights import load_weights
+
+    plain = _weights(tmp_path)
+    assert "context" not in load_weights(plain).config.to_dict()["sampler"]
+    bound = DiffusionUpsampler(plain, device="cpu").context
+    assert bound == DiffusionUpsampler(plain, device="cpu", steps=2).context > 2
+    measured = _weights(tmp_path, sampler=SamplerConfig(steps=4, start=0.6, context=2))
+    assert load_weights(measured).config.sampler.context == 2
+    assert DiffusionUpsampler(measured, device="cpu").context == 2
+    assert DiffusionUpsampler(measured, device="cpu", steps=4, consistency="backproject").context == 2  # the defaults
+    assert DiffusionUpsampler(measured, device="cpu", steps=2).context == bound
+    assert DiffusionUpsampler(measured, device="cpu", init="estimate").context == bound
+    with pytest.raises(ValueError, match="context"):
+        SamplerConfig(context=-1)

@@ -125,6 +125,9 @@ class SamplerConfig:
     ``none``. Files written before the modes existed store true/false, read as ``exact``/``none``.
     ``init``: the state the sampler starts from before noising to t0: ``bicubic`` (residual 0) or ``estimate`` (the
     network's own one-step estimate from pure noise, CCDF's "good initial estimate"; one more network evaluation).
+    ``context``: LR pixels of context a tile needs, with exactly these settings, for its core to match a whole-image
+    run to within 1e-5 reflectance (0.1 DN): measured when the weights were exported (scripts/export.py), usually far
+    below the receptive-field bound that is used without it (None) or with other settings.
     """
 
     steps: int = 8
@@ -132,6 +135,7 @@ class SamplerConfig:
     eta: float = 0.0
     consistency: Consistency = "backproject"
     init: SamplerInit = "bicubic"
+    context: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.consistency, bool):
@@ -147,6 +151,8 @@ class SamplerConfig:
             raise ValueError("sampler: start must be in (0, 1]")
         if self.eta < 0:
             raise ValueError("sampler: eta must be non-negative")
+        if self.context is not None and self.context < 0:
+            raise ValueError("sampler: context must be non-negative")
 
     @property
     def evaluations(self) -> int:
@@ -219,6 +225,8 @@ class ModelConfig:
             # The layout every file had before the field existed: leave it out, so older rssr still reads such files
             # (and refuses, as an unknown field, a layout it cannot build).
             del d["arch"]["unshuffle"]
+        if self.sampler.context is None:
+            del d["sampler"]["context"]  # likewise: files without a measured context stay readable by older rssr
         d["bands"] = list(self.bands)
         return _lists(d)
 
