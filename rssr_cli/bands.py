@@ -130,21 +130,46 @@ class Radiometry:
 def metadata_radiometry(ds, bidx: int) -> Radiometry | None:
     """The linear radiometry that band ``bidx`` of an open rasterio dataset declares, or None when it declares none.
 
-    GDAL scale/offset first; else the Sentinel-2 ``*_ADD_OFFSET`` / ``*_QUANTIFICATION_VALUE`` dataset tags that
-    GDAL's SENTINEL2 driver and some exports carry.
+    GDAL scale/offset first; else the Sentinel-2 product tags (:func:`tag_radiometry`) that GDAL's SENTINEL2 driver
+    (SAFE products) and some exports carry.
     """
     scale, offset = ds.scales[bidx - 1], ds.offsets[bidx - 1]
     if (scale, offset) != (1.0, 0.0):
         return Radiometry(float(scale), float(offset), "metadata")
-    tags = {k.upper(): v for k, v in ds.tags().items()}
-    add = next((v for k, v in tags.items() if k.endswith("ADD_OFFSET") or "ADD_OFFSET_" in k), None)
-    quant = next((v for k, v in tags.items() if k.endswith("QUANTIFICATION_VALUE")), None)
+    return tag_radiometry(ds.tags(), ds.tags(bidx))
+
+
+#: Tags of the reflectance quantification, most specific first: L2A (``BOA_``), then L1C. The ``AOT_`` and ``WVP_``
+#: quantifications of an L2A product scale other layers (aerosol, water vapour) and must never be taken for it.
+_QUANTIFICATION_TAGS = ("BOA_QUANTIFICATION_VALUE", "QUANTIFICATION_VALUE")
+#: Tags of the additive offset in DN (processing baseline 04.00 and later): L2A, then L1C.
+_OFFSET_TAGS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
+
+
+def tag_radiometry(dataset_tags: dict[str, str], band_tags: dict[str, str]) -> Radiometry | None:
+    """The radiometry that Sentinel-2 product tags declare: ``(DN + ADD_OFFSET) / QUANTIFICATION_VALUE``.
+
+    GDAL's SENTINEL2 driver puts the offset on each band (``BOA_ADD_OFFSET`` for L2A, ``RADIO_ADD_OFFSET`` for L1C)
+    and the quantification on the dataset (``BOA_QUANTIFICATION_VALUE`` for L2A beside ``AOT_`` and ``WVP_`` ones
+    for other layers, ``QUANTIFICATION_VALUE`` for L1C); exports may carry either at either level. A product of a
+    processing baseline before 04.00 declares a quantification and no offset: its offset is 0. ``SPECIAL_VALUE_
+    SATURATED`` (65535) marks saturated pixels. None when no such tag is there.
+    """
+    band = {k.upper(): v for k, v in band_tags.items()}
+    dataset = {k.upper(): v for k, v in dataset_tags.items()}
+    add = next(((k, tags[k]) for tags in (band, dataset) for k in _OFFSET_TAGS if k in tags), None)
+    if add is None:  # e.g. BOA_ADD_OFFSET_B2 in the dataset's tags of an export (the offset is the same for all bands)
+        add = next(((k, v) for k, v in dataset.items() if "ADD_OFFSET" in k and "QUANTIFICATION" not in k), None)
+    quant = next(((k, tags[k]) for tags in (band, dataset) for k in _QUANTIFICATION_TAGS if k in tags), None)
     if add is None and quant is None:
         return None
+    said = ", ".join(f"{tag[0]} {tag[1]}" for tag in (add, quant) if tag is not None)
     try:
-        q = float(quant) if quant is not None else QUANTIFICATION
-        return Radiometry(1.0 / q, float(add or 0.0) / q, "metadata")
-    except ValueError:
+        q = float(quant[1]) if quant is not None else QUANTIFICATION
+        saturated = dataset.get("SPECIAL_VALUE_SATURATED")
+        return Radiometry(1.0 / q, float(add[1] if add else 0.0) / q, f"metadata ({said})",
+                          saturated=float(saturated) if saturated is not None else None)
+    except (ValueError, ZeroDivisionError):
         return None
 
 

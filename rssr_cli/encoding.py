@@ -1,8 +1,10 @@
 """How reflectance becomes output pixels: the output's data type, nodata value and per-band DN radiometry.
 
 Integer outputs keep the input's DNs (``DN = (reflectance - offset) / scale`` with the input's radiometry) so that an
-output reads like its input in any GIS; float inputs written as integers get the Sentinel-2 quantification. float32
-outputs hold reflectance with NaN as nodata.
+output reads like its input in any GIS; float inputs written as integers get the Sentinel-2 quantification. Every band
+of an integer output declares that radiometry as GDAL scale/offset (1e-4 and -0.1 for a processing-baseline 04.00
+product), so QGIS, GDAL and rasterio users read reflectance without knowing which baseline the input was. float32
+outputs hold reflectance with NaN as nodata and declare nothing (scale 1, offset 0).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from rssr_cli.scene import QUANTIFICATION, Radiometry, Scene
 class OutputEncoding:
     """``dtype`` and ``nodata`` of the output; ``radiometry`` per band for integers (None: float32 reflectance).
 
-    ``declares_radiometry``: the input declared its scale/offset (metadata or ``--offset``), so the output declares
-    the same, and GIS software shows reflectance.
+    ``declares_radiometry``: the output declares its radiometry as GDAL scale/offset, so GIS software shows
+    reflectance (every integer output of :func:`output_encoding` does).
     """
 
     dtype: str
@@ -68,4 +70,4 @@ def output_encoding(dtype: str, scene: Scene) -> OutputEncoding:
         radiometry = tuple(Radiometry(1 / QUANTIFICATION, 0.0, "default") for _ in scene.radiometry)
     else:
         radiometry = scene.radiometry
-    return OutputEncoding(dtype, nodata, radiometry, declares_radiometry=scene.has_metadata_radiometry)
+    return OutputEncoding(dtype, nodata, radiometry, declares_radiometry=True)

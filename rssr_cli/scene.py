@@ -1,7 +1,10 @@
 """Open a Sentinel-2 input as a :class:`Scene`: its grid, which file/band feeds each model band, radiometry, nodata.
 
-A scene is one multi-band raster (GeoTIFF, VRT, SAFE/JP2 through GDAL) or several single-band rasters on one grid (the
-``B02.tif B03.tif B04.tif B08.tif`` layout of the AWS COGs). Reading returns reflectance, never DNs:
+A scene is one multi-band raster (GeoTIFF, VRT), several single-band rasters on one grid (the ``B02.tif B03.tif
+B04.tif B08.tif`` layout of the AWS COGs), a STAC Item whose assets are those rasters (:mod:`rssr_cli.stac`: the
+catalogue's ``raster:bands`` scale/offset/nodata win over the files' metadata and over defaults), or a SAFE product at
+its 10 m subdataset (:mod:`rssr_cli.safe`: the product's offset from its metadata). Reading returns reflectance, never
+DNs:
 ``reflectance = DN * scale + offset`` per band (:class:`Radiometry`), which is ``(DN + offset_dn) / 10000`` for
 Sentinel-2 quantification.
 """
@@ -32,6 +35,9 @@ from rssr_cli.bands import (
     metadata_radiometry,
 )
 from rssr_cli.errors import InputError
+from rssr_cli.safe import DRIVER as SAFE_DRIVER
+from rssr_cli.safe import product_metadata, product_nodata, product_path
+from rssr_cli.stac import SourceMetadata, StacItem, looks_like_item, read_item
 
 # Radiometry and QUANTIFICATION live in rssr_cli.bands; they stay importable from here (pipeline.py uses them).
 __all__ = ["QUANTIFICATION", "BandSource", "Grid", "Radiometry", "Scene", "open_scene"]
@@ -82,6 +88,7 @@ class BandSource:
     file: int
     bidx: int
     description: str | None
+    asset: str | None = None  # the STAC asset's key, when the scene is a STAC Item
 
 
 @dataclass
@@ -100,6 +107,8 @@ class Scene:
     _use_file_masks: bool = True
     #: True when nodata is the undeclared default (DN 0): a pixel is nodata only if every band is.
     nodata_all_bands: bool = False
+    #: What the input says about its acquisition (a STAC Item's properties, a SAFE product's metadata), if anything.
+    origin: SourceMetadata | None = None
 
     def __enter__(self) -> "Scene":
         return self
@@ -113,10 +122,6 @@ class Scene:
     @property
     def band_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bands)
-
-    @property
-    def has_metadata_radiometry(self) -> bool:
-        return any(r.source in ("metadata", "--offset") for r in self.radiometry)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Reflectance (C, h, w) float32 and validity (h, w) bool for ``window``, which may extend beyond the scene.
@@ -178,60 +183,121 @@ def _ten_metre_subdataset(path: str) -> str:
     return ten[0]
 
 
+@dataclass(frozen=True)
+class _Declared:
+    """What a catalogue or product says over the files' own metadata: radiometry per model band (None: not said),
+    a nodata value (counted in any band, like a file's) and where it came from, and the input's record."""
+
+    radiometry: tuple[Radiometry | None, ...] = ()
+    nodata: float | None = None
+    nodata_source: str = ""
+    origin: SourceMetadata | None = None
+
+
 def open_scene(
-    paths: str | Path | Sequence[str | Path],
+    paths: str | Path | StacItem | Sequence[str | Path],
     *,
     bidx: Sequence[int] | None = None,
     bands: Sequence[str] = MODEL_BANDS,
     nodata: float | None = None,
     offset: float | None = None,
 ) -> Scene:
-    """Open one multi-band raster, or several single-band rasters on one grid, as a :class:`Scene`.
+    """Open one multi-band raster, or several single-band rasters on one grid, or a STAC Item, as a :class:`Scene`.
 
     ``bidx`` (1-based) picks the bands in model order; without it the bands are identified from band descriptions or
-    file names, or taken in order when the file has exactly ``len(bands)`` bands. ``offset`` is the Sentinel-2 additive
-    offset in DN (for example -1000 for processing baseline 04.00 and later) and is used when the file's metadata
-    carries none. ``nodata`` overrides the file's nodata value.
+    file names, or taken in order when the file has exactly ``len(bands)`` bands. A STAC Item (a
+    :class:`~rssr_cli.stac.StacItem`, or the path or URL of one) names its bands' assets and their radiometry
+    (:mod:`rssr_cli.stac`); a SAFE product (``.SAFE`` folder, ``.zip`` or metadata file) opens at its 10 m
+    subdataset with the product's offset (:mod:`rssr_cli.safe`). ``offset`` is the Sentinel-2 additive offset in DN
+    (for example -1000 for processing baseline 04.00 and later) and replaces any other; ``nodata`` overrides the
+    file's nodata value.
     """
+    item = _stac_input(paths)
+    if item is not None:
+        return _open_item(item, bidx=bidx, bands=tuple(bands), nodata=nodata, offset=offset)
     path_list = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not path_list:
         raise InputError("no input given")
-    stack = ExitStack()
-    datasets = []
+    opened = _open_all([(path, path) for path in path_list])
     try:
-        for path in path_list:
-            try:
-                with warnings.catch_warnings():  # the missing georeferencing is reported below, as an error
-                    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                    datasets.append(stack.enter_context(rasterio.open(_ten_metre_subdataset(path))))
-            except rasterio.errors.RasterioIOError as exc:
-                raise InputError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
-        scene = _build_scene(path_list, datasets, bidx=bidx, bands=tuple(bands), nodata=nodata, offset=offset)
+        declared = _product_declarations(path_list[0], opened[0]) if len(opened) == 1 else _Declared()
+        sources = _choose_bands(path_list, opened, bidx=bidx, bands=tuple(bands))
+        return _build_scene(path_list, opened, sources, nodata=nodata, offset=offset, declared=declared)
     except BaseException:
-        stack.close()
+        _close(opened)
         raise
-    scene._datasets = datasets
-    scene._stack = stack
-    return scene
 
 
-def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ...], nodata, offset) -> Scene:
-    first = datasets[0]
-    for path, ds in zip(paths, datasets):
-        if ds.crs is None or ds.transform == Affine.identity():
-            raise InputError(f"{path} is not georeferenced (no CRS or geotransform); rssr needs both to write an "
-                             "aligned output")
-        t = ds.transform
-        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
-            raise InputError(f"{path} has a rotated or flipped geotransform; warp it to a north-up grid first "
-                             "(gdalwarp)")
-    for path, ds in zip(paths[1:], datasets[1:]):
-        if (ds.crs, ds.transform, ds.shape) != (first.crs, first.transform, first.shape):
-            raise InputError(f"{path} is not on the same grid as {paths[0]} (CRS, transform and size must match)")
-        if ds.dtypes[0] != first.dtypes[0]:
-            raise InputError(f"{path} has dtype {ds.dtypes[0]}, {paths[0]} has {first.dtypes[0]}")
+def _stac_input(paths) -> StacItem | None:
+    """The STAC Item among the inputs (an item object, or a single path or URL that names one), else None."""
+    if isinstance(paths, StacItem):
+        return paths
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if isinstance(paths, Sequence) and len(paths) == 1:
+        if isinstance(paths[0], StacItem):
+            return paths[0]
+        if looks_like_item(str(paths[0])):
+            return read_item(str(paths[0]))
+    if any(isinstance(p, StacItem) for p in paths):
+        raise InputError("a STAC Item is one scene on its own; give it alone")
+    return None
 
-    # Every (file, band) available, with the name it declares.
+
+def _open_item(item: StacItem, *, bidx, bands: tuple[str, ...], nodata, offset) -> Scene:
+    if bidx:
+        raise InputError(f"-b/--bidx does not apply to STAC item {item.id}: its assets name their bands")
+    assets = item.band_assets(bands)
+    opened = _open_all([(a.path, f"asset {a.key!r} of STAC item {item.id} ({a.href})") for a in assets])
+    try:
+        nodatas = {a.nodata for a in assets if a.nodata is not None}
+        if len({repr(v) for v in nodatas}) > 1:
+            raise InputError(f"the assets of STAC item {item.id} declare different nodata values "
+                             f"({', '.join(sorted(map(repr, nodatas)))}); pass one with --nodata")
+        declared = _Declared(tuple(a.radiometry for a in assets), next(iter(nodatas), None), "STAC raster:bands",
+                             item.metadata())
+        sources = tuple(BandSource(a.band, i, 1, opened[i].descriptions[0] or a.title, asset=a.key)
+                        for i, a in enumerate(assets))
+        return _build_scene([a.path for a in assets], opened, sources, nodata=nodata, offset=offset,
+                            declared=declared)
+    except BaseException:
+        _close(opened)
+        raise
+
+
+def _open_all(sources: list[tuple[str, str]]) -> list:
+    """Open each (GDAL path, how to name it in errors); a SAFE folder or zip opens at its 10 m subdataset."""
+    opened: list = []
+    try:
+        for path, name in sources:
+            try:
+                with warnings.catch_warnings():  # the missing georeferencing is reported later, as an error
+                    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                    opened.append(rasterio.open(_ten_metre_subdataset(product_path(path) or path)))
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputError(f"cannot open {name}: {str(exc).splitlines()[0]}") from None
+    except BaseException:
+        _close(opened)
+        raise
+    return opened
+
+
+def _close(datasets: list) -> None:
+    for ds in datasets:
+        ds.close()
+
+
+def _product_declarations(path: str, ds) -> _Declared:
+    """A SAFE product's nodata value and record (its offsets are band tags that :func:`metadata_radiometry` reads)."""
+    if ds.driver != SAFE_DRIVER:
+        return _Declared()
+    tags = ds.tags()
+    return _Declared((), product_nodata(tags), "SAFE metadata", product_metadata(tags, href=path))
+
+
+def _choose_bands(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ...]) -> tuple[BandSource, ...]:
+    """Which (file, band) feeds each model band: ``bidx``, else band descriptions or file names, else the order of
+    a file with exactly as many bands."""
     available = [(f, b, ds.descriptions[b - 1], identify_band(ds.descriptions[b - 1]) or
                   (identify_band(Path(paths[f]).stem) if ds.count == 1 else None))
                  for f, ds in enumerate(datasets) for b in range(1, ds.count + 1)]
@@ -255,25 +321,59 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
         else:
             raise InputError(f"cannot tell which of the {len(available)} bands are {', '.join(bands)} (no band "
                              "descriptions); pass them with -b/--bidx, e.g. -b 2,3,4,8 for a 12-band L2A stack")
-    band_sources = tuple(BandSource(name, f, b, desc) for name, (f, b, desc, _) in zip(bands, chosen))
+    return tuple(BandSource(name, f, b, desc) for name, (f, b, desc, _) in zip(bands, chosen))
 
+
+def _check_grids(paths: list[str], datasets: list) -> None:
+    first = datasets[0]
+    for path, ds in zip(paths, datasets):
+        if ds.crs is None or ds.transform == Affine.identity():
+            raise InputError(f"{path} is not georeferenced (no CRS or geotransform); rssr needs both to write an "
+                             "aligned output")
+        t = ds.transform
+        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+            raise InputError(f"{path} has a rotated or flipped geotransform; warp it to a north-up grid first "
+                             "(gdalwarp)")
+    for path, ds in zip(paths[1:], datasets[1:]):
+        if (ds.crs, ds.transform, ds.shape) != (first.crs, first.transform, first.shape):
+            raise InputError(f"{path} is not on the same grid as {paths[0]} (CRS, transform and size must match)")
+        if ds.dtypes[0] != first.dtypes[0]:
+            raise InputError(f"{path} has dtype {ds.dtypes[0]}, {paths[0]} has {first.dtypes[0]}")
+
+
+def _radiometry(datasets: list, sources: tuple[BandSource, ...], dtype: str, offset: float | None,
+                declared: _Declared) -> tuple[Radiometry, ...]:
+    """Per band: ``--offset``, else what the catalogue declares, else the file's metadata, else the default."""
+    out = []
+    for i, src in enumerate(sources):
+        said = declared.radiometry[i] if i < len(declared.radiometry) else None
+        meta = metadata_radiometry(datasets[src.file], src.bidx)
+        if offset is not None:
+            out.append(Radiometry(1 / QUANTIFICATION, offset / QUANTIFICATION, "--offset"))
+        elif said is not None:
+            out.append(said)
+        elif meta is not None:
+            out.append(meta)
+        elif np.dtype(dtype).kind == "f":
+            out.append(Radiometry(1.0, 0.0, "float input is reflectance"))
+        else:
+            out.append(Radiometry(1 / QUANTIFICATION, 0.0, "default (DN / 10000)"))
+    return tuple(out)
+
+
+def _build_scene(paths: list[str], datasets: list, sources: tuple[BandSource, ...], *, nodata, offset,
+                 declared: _Declared) -> Scene:
+    _check_grids(paths, datasets)
+    first = datasets[0]
     dtype = first.dtypes[0]
     if np.dtype(dtype).kind not in "uif":
         raise InputError(f"unsupported data type {dtype}; rssr reads uint16, int16 or float32")
-    radiometry = []
-    for src in band_sources:
-        meta = metadata_radiometry(datasets[src.file], src.bidx)
-        if offset is not None:
-            radiometry.append(Radiometry(1 / QUANTIFICATION, offset / QUANTIFICATION, "--offset"))
-        elif meta is not None:
-            radiometry.append(meta)
-        elif np.dtype(dtype).kind == "f":
-            radiometry.append(Radiometry(1.0, 0.0, "float input is reflectance"))
-        else:
-            radiometry.append(Radiometry(1 / QUANTIFICATION, 0.0, "default (DN / 10000)"))
+    radiometry = _radiometry(datasets, sources, dtype, offset, declared)
 
     if nodata is not None:
         nd, nd_source, use_masks = float(nodata), "--nodata", False
+    elif declared.nodata is not None:
+        nd, nd_source, use_masks = float(declared.nodata), declared.nodata_source, True
     elif first.nodata is not None:
         nd, nd_source, use_masks = float(first.nodata), "file", True
     elif np.dtype(dtype).kind == "f":
@@ -282,6 +382,10 @@ def _build_scene(paths: list[str], datasets: list, *, bidx, bands: tuple[str, ..
         nd, nd_source, use_masks = 0.0, "default (DN 0 in every band is Sentinel-2 nodata)", True
 
     grid = Grid(first.width, first.height, first.transform, first.crs)
-    return Scene(paths=tuple(paths), grid=grid, bands=band_sources, dtype=dtype, radiometry=tuple(radiometry),
-                 nodata=nd, nodata_source=nd_source, _use_file_masks=use_masks,
-                 nodata_all_bands=nd_source.startswith("default (DN 0"))
+    scene = Scene(paths=tuple(paths), grid=grid, bands=sources, dtype=dtype, radiometry=radiometry,
+                  nodata=nd, nodata_source=nd_source, _use_file_masks=use_masks,
+                  nodata_all_bands=nd_source.startswith("default (DN 0"), origin=declared.origin)
+    scene._datasets = datasets
+    for ds in datasets:
+        scene._stack.callback(ds.close)
+    return scene

@@ -119,7 +119,7 @@ def test_evaluation_does_not_depend_on_training() -> None:
 
 @pytest.mark.parametrize("ground", ["rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.bands", "rssr_cli.atomic",
                                     "rssr_cli.degrade", "rssr_cli.errors", "rssr_cli.lock", "rssr_cli.interrupt",
-                                    "rssr_cli.diskspace"])
+                                    "rssr_cli.diskspace", "rssr_cli.workers", "rssr_cli.world"])
 def test_ground_floor_modules_import_no_upper_floor(ground: str) -> None:
     if ground not in GRAPH:
         pytest.skip(f"{ground} does not exist")
@@ -181,12 +181,13 @@ def test_scripts_use_only_public_names() -> None:
 FLOORS: list[tuple[str, ...]] = [
     ("rssr_cli.errors", "rssr_cli.version", "rssr_cli.atomic", "rssr_cli.bands", "rssr_cli.degrade",
      "rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.devices", "rssr_cli.memory", "rssr_cli.diffusion",
-     "rssr_cli.model", "rssr_cli.lock", "rssr_cli.interrupt", "rssr_cli.diskspace"),
+     "rssr_cli.model", "rssr_cli.lock", "rssr_cli.interrupt", "rssr_cli.diskspace", "rssr_cli.workers",
+     "rssr_cli.world"),
     ("rssr_cli.scene", "rssr_cli.aoi", "rssr_cli.tiling", "rssr_cli.encoding", "rssr_cli.cog", "rssr_cli.preview",
-     "rssr_cli.scratch", "rssr_cli.input_checks"),
+     "rssr_cli.scratch", "rssr_cli.input_checks", "rssr_cli.stac", "rssr_cli.safe", "rssr_cli.stac_item"),
     ("rssr_cli.weights", "rssr_cli.methods"),
     ("rssr_cli.strips", "rssr_cli.infer", "rssr_cli.blend", "rssr_cli.validity", "rssr_cli.sink", "rssr_cli.resume",
-     "rssr_cli.pipeline", "rssr_cli.scene_info", "rssr_cli.evaluate", "rssr_cli.train"),
+     "rssr_cli.stream", "rssr_cli.pipeline", "rssr_cli.scene_info", "rssr_cli.evaluate", "rssr_cli.train"),
     ("rssr_cli.cli", "rssr_cli.__main__", "rssr_cli"),
 ]
 

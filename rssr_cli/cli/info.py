@@ -17,7 +17,8 @@ from rssr_cli.cli.options import IntList, flatten_bidx, json_opt, weights_opt
 @weights_opt
 @json_opt
 def info(inputs, bidx, nodata, offset, weights, as_json):
-    """Show what rssr reads from INPUT (one raster, or one file per band) and the output it would write.
+    """Show what rssr reads from INPUT (one raster, one file per band, a STAC Item file or URL, '-' for an Item on
+    stdin, or a SAFE product) and the output it would write: band by band, where each scale/offset comes from.
 
     With --weights PATH (and no INPUT), show the model's configuration instead.
     """
@@ -31,7 +32,14 @@ def info(inputs, bidx, nodata, offset, weights, as_json):
         record = describe_weights(weights)
         click.echo(json.dumps(record, indent=None if as_json else 2, default=str))
         return
-    record = scene_info(list(inputs), bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, weights=weights)
+    source = list(inputs)
+    if source == ["-"]:  # a STAC Item on stdin (rssr upscale reads a list of inputs there, or an Item)
+        import sys
+
+        from rssr_cli.stac import parse_item
+
+        source = parse_item(sys.stdin.read())
+    record = scene_info(source, bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, weights=weights)
     if as_json:
         click.echo(json.dumps(record))
         return
@@ -39,7 +47,8 @@ def info(inputs, bidx, nodata, offset, weights, as_json):
     for key, value in record.items():
         if key == "bands":
             for b in value:
-                click.echo(f"{b['name']:<{width}}  {b['file']} band {b['bidx']} "
+                asset = f"asset {b['asset']!r}, " if b.get("asset") else ""
+                click.echo(f"{b['name']:<{width}}  {asset}{b['file']} band {b['bidx']} "
                            f"({b['description'] or 'no description'}); reflectance = DN * {b['scale']:g} "
                            f"+ {b['offset']:g} [{b['radiometry']}]")
         else:

@@ -6,6 +6,7 @@ transform, nodata, dtype); nothing is resampled.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import rasterio
@@ -36,6 +37,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     for band in ("B02", "B03", "B04", "B08"):
         crop(SHARED / f"s2/aws-cogs-29RKH-decimated/{band}.tif", out / f"{band}.tif", Window(400, 400, 160, 160))
+    stac_item(SHARED / "s2/aws-cogs-29RKH-decimated/S2A_29RKH_20200219_0_L2A.json", out)
     # Not georeferenced.
     src = SHARED / "s2/no-crs/S2_10m_B02_B03_B04_B08_nocrs.tif"
     with rasterio.open(src) as ds:
@@ -44,6 +46,28 @@ def main() -> None:
         with rasterio.open(HERE / "nocrs.tif", "w", **profile) as dst:
             dst.write(ds.read(window=Window(0, 0, 64, 64)))
             dst.descriptions = ds.descriptions
+
+
+def stac_item(src: Path, folder: Path) -> None:
+    """The Earth Search STAC Item of the AWS COGs, its 10 m band assets pointing at the crops beside it (relative
+    hrefs, the crop's proj:shape/proj:transform); some other assets are kept, with their remote hrefs, as the
+    decoys a band lookup must pass over (B8A's nir08, the JPEG 2000 copies on s3, the 3-band visual, the
+    thumbnail)."""
+    item = json.loads(src.read_text())
+    keep = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
+    decoys = ("nir08", "visual", "thumbnail", "blue-jp2", "nir-jp2", "scl")
+    assets = {}
+    for key, asset in item["assets"].items():
+        if key in keep:
+            with rasterio.open(folder / f"{keep[key]}.tif") as ds:
+                asset.update({"href": f"./{keep[key]}.tif", "proj:shape": [ds.height, ds.width],
+                              "proj:transform": list(ds.transform)[:6]})
+            assets[key] = asset
+        elif key in decoys:
+            assets[key] = asset
+    item["assets"] = assets
+    item["links"] = [link for link in item["links"] if link["rel"] not in ("self", "canonical")]
+    (folder / f"{item['id']}.json").write_text(json.dumps(item, indent=2) + "\n")
 
 
 if __name__ == "__main__":
