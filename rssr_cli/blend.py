@@ -129,12 +129,37 @@ class RowBlender:
         return FinishedRows(row0, col0, data, std)
 
 
-def blend_row(blender: RowBlender, tiles: TilePlan, row: int, hr_tiles: Iterable[HRTile]) -> Iterator[FinishedRows]:
-    """Blend tile row ``row`` (its HR cores, left to right) with the plan's weights; yields the blocks it finishes."""
+def start_tile_row(blender: RowBlender, tiles: TilePlan, row: int) -> None:
+    """Begin tile row ``row`` of the plan in ``blender``."""
     starts, size = tiles.rows.starts, tiles.rows.size
     top, bottom = tiles.hr(starts[row]), tiles.hr(starts[row] + size)
     next_top = tiles.hr(starts[row + 1]) if row + 1 < len(starts) else bottom
     blender.start_row(top, bottom - top, next_top)
+
+
+def add_tile(blender: RowBlender, tiles: TilePlan, hr: HRTile) -> list[FinishedRows]:
+    """Add one HR core of the current tile row (left to right) with the plan's weights; returns what it finishes."""
+    return blender.add(hr.mean, tiles.weights(hr.tile.row, hr.tile.col), hr.tile.hr_core[2], std=hr.std)
+
+
+def blend_row(blender: RowBlender, tiles: TilePlan, row: int, hr_tiles: Iterable[HRTile]) -> Iterator[FinishedRows]:
+    """Blend tile row ``row`` (its HR cores, left to right) with the plan's weights; yields the blocks it finishes."""
+    start_tile_row(blender, tiles, row)
     for hr in hr_tiles:
-        yield from blender.add(hr.mean, tiles.weights(hr.tile.row, hr.tile.col), hr.tile.hr_core[2], std=hr.std)
+        yield from add_tile(blender, tiles, hr)
     yield from blender.finish_row()
+
+
+def carry_start(tiles: TilePlan, row: int) -> int:
+    """The first tile row whose core reaches into tile row ``row``'s: blending from there (without writing) rebuilds
+    the carry that ``row`` needs, as a run that started at the top would hold it.
+
+    Usually ``row - 1``; further up when the last row, shifted back to end at the window's edge, overlaps more than
+    its neighbour (then a row two above still reaches it). A resumed run, and each process of a sharded one, starts
+    its rows of tiles here.
+    """
+    starts, size = tiles.rows.starts, tiles.rows.size
+    first = row
+    while first > 0 and starts[first - 1] + size > starts[row]:
+        first -= 1
+    return first

@@ -32,16 +32,22 @@ def infer_strip(upsampler: TileUpsampler, strip: LRStrip,
 
     ``on_batch(n)`` is told after the ``n`` tiles of each batch have been taken by the consumer (progress).
     """
+    for batch in infer_batches(upsampler, strip):
+        yield from batch
+        if on_batch is not None:
+            on_batch(len(batch))
+
+
+def infer_batches(upsampler: TileUpsampler, strip: LRStrip) -> Iterator[list[HRTile]]:
+    """The HR cores of a strip's tiles, one list per call of the method (``upsampler.batch_size`` tiles)."""
     batch = upsampler.batch_size
     for b in range(0, len(strip.tiles), batch):
         group = strip.tiles[b:b + batch]
         lr = np.stack([strip.tile_pixels(t) for t in group])
         result = upsampler.upscale_tiles(lr, [t.hr_origin for t in group])
-        for k, tile in enumerate(group):
-            core = _core(tile)
-            yield HRTile(tile, result.mean[k][core], result.std[k][core] if result.std is not None else None)
-        if on_batch is not None:
-            on_batch(len(group))
+        cores = [_core(tile) for tile in group]
+        yield [HRTile(tile, result.mean[k][core], result.std[k][core] if result.std is not None else None)
+               for k, (tile, core) in enumerate(zip(group, cores))]
 
 
 def _core(tile: Tile) -> tuple[slice, slice, slice]:

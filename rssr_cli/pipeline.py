@@ -1,7 +1,8 @@
 """``rssr_cli.upscale``: the Python API under ``rssr upscale``.
 
 The scene, the AOI and the tile plan are settled first (:func:`plan_upscale` stops there); then the stages run one
-column chunk at a time, top to bottom, one row of tiles at a time:
+column chunk at a time, top to bottom, one row of tiles at a time (:func:`rssr_cli.stream.stream_rows`, each stage on
+its own thread):
 
 - read (:func:`rssr_cli.strips.read_strips`): the row's LR strip, reflectance and validity;
 - infer (:func:`rssr_cli.infer.infer_strip`): its tiles through the method in batches, HR cores out;
@@ -12,7 +13,8 @@ column chunk at a time, top to bottom, one row of tiles at a time:
 Each finished row of tiles is journaled (:mod:`rssr_cli.resume`) after its pixels are on disk, so an interrupted run
 continues with ``UpscaleOptions(resume=True)`` from where it stopped and writes the same pixels as an uninterrupted one;
 one run at a time writes an output (:class:`rssr_cli.lock.OutputLock`), and the free space is checked first
-(:mod:`rssr_cli.diskspace`).
+(:mod:`rssr_cli.diskspace`). Under ``torchrun`` the processes share the rows of tiles of one output
+(``upscale(..., world=World.from_env())``, :mod:`rssr_cli.world`) and write the COG one process writes.
 
 Example (a notebook)::
 
@@ -24,11 +26,10 @@ Example (a notebook)::
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -40,22 +41,23 @@ from rasterio.windows import Window
 
 from rssr_cli.version import __version__
 from rssr_cli.aoi import AOI, bbox_aoi, geojson_aoi, parse_crs, snapped_window
-from rssr_cli.blend import RowBlender, blend_row
 from rssr_cli.cog import CogOptions, check_output
 from rssr_cli.diskspace import check_free_space, free_bytes
 from rssr_cli.encoding import output_encoding
 from rssr_cli.errors import InputError, OutputError, UsageError
-from rssr_cli.infer import infer_strip
 from rssr_cli.input_checks import check_input, expected_input
 from rssr_cli.lock import OutputLock
 from rssr_cli.methods import MethodOptions, TileUpsampler
 from rssr_cli.methods.diffusion import DiffusionOptions
-from rssr_cli.resume import Journal, RunFiles, fingerprint_digest, resumable_run
+from rssr_cli.resume import Journal, RunFiles, fingerprint_differences, fingerprint_digest, resumable_run
 from rssr_cli.scene import Grid, Scene, open_scene
 from rssr_cli.sink import CogSink, PartialFiles
-from rssr_cli.strips import read_strips
-from rssr_cli.tiling import DEFAULT_CHUNK_WIDTH, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Chunk, TilePlan, plan_tiles
+from rssr_cli.stac import StacItem
+from rssr_cli.stac_item import item_path, output_item, write_item
+from rssr_cli.stream import stream_rows
+from rssr_cli.tiling import DEFAULT_CHUNK_WIDTH, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TilePlan, plan_tiles
 from rssr_cli.validity import OutputMask
+from rssr_cli.world import World
 
 #: GDAL's block cache: small and fixed, so memory does not grow with the output (GDAL's default is 5 % of RAM).
 GDAL_CACHEMAX_MB = 32
@@ -90,6 +92,8 @@ class UpscaleOptions:
     #: Skip the checks that the input is what the method was made for (:mod:`rssr_cli.input_checks`: pixels of about
     #: 10 m on the ground, values that look like reflectance), for inputs their user knows better about.
     allow_unusual_input: bool = False
+    #: Also write OUTPUT.json, the output's STAC Item (:mod:`rssr_cli.stac_item`), after the COG.
+    stac: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class UpscaleResult:
     uncertainty: str | None = None
     status: str = "ok"  # or "skipped": resumed, the output was already finished
     reused_tiles: int = 0  # tiles a resumed run took from the interrupted one
+    stac: str | None = None  # the output's STAC Item (``UpscaleOptions(stac=True)``)
 
     def to_dict(self) -> dict[str, Any]:
         out = self.plan.to_dict()
@@ -163,6 +168,8 @@ class UpscaleResult:
                     "reused_tiles": self.reused_tiles})
         if self.uncertainty:
             out["uncertainty"] = self.uncertainty
+        if self.stac:
+            out["stac"] = self.stac
         return out
 
 
@@ -210,8 +217,19 @@ def _plan(scene: Scene, inputs: tuple[str, ...], output: Path, options: UpscaleO
     return plan, tiles, aoi
 
 
-def _inputs(inputs: str | Path | Sequence[str | Path]) -> tuple[str, ...]:
+def _inputs(inputs: str | Path | StacItem | Sequence[str | Path]) -> tuple[str, ...]:
+    """The inputs as named in plans, records and tags (a STAC Item read from stdin: its id)."""
+    if isinstance(inputs, StacItem):
+        return (inputs.label,)
     return (str(inputs),) if isinstance(inputs, (str, Path)) else tuple(str(p) for p in inputs)
+
+
+def _source(inputs: str | Path | StacItem | Sequence[str | Path], paths: tuple[str, ...]) -> StacItem | tuple[str, ...]:
+    """What :func:`open_scene` opens: an Item object as it is (it may have no path; alone or as a 1-tuple), else the
+    paths."""
+    if not isinstance(inputs, (str, Path, StacItem)) and len(inputs) == 1 and isinstance(inputs[0], StacItem):
+        return inputs[0]
+    return inputs if isinstance(inputs, StacItem) else paths
 
 
 def _env(options: UpscaleOptions) -> rasterio.Env:
@@ -220,7 +238,7 @@ def _env(options: UpscaleOptions) -> rasterio.Env:
     return rasterio.Env(**config)
 
 
-def plan_upscale(inputs: str | Path | Sequence[str | Path], output: str | Path | None = None,
+def plan_upscale(inputs: str | Path | StacItem | Sequence[str | Path], output: str | Path | None = None,
                  options: UpscaleOptions = UpscaleOptions(), *,
                  upsampler: TileUpsampler | None = None) -> UpscalePlan:
     """The plan of an upscale (window, grid, tiles, sizes) without writing anything; refused like the run itself when
@@ -228,48 +246,169 @@ def plan_upscale(inputs: str | Path | Sequence[str | Path], output: str | Path |
     paths = _inputs(inputs)
     output = Path(output) if output else default_output(paths[0])
     upsampler = upsampler or options.method.build()
-    with _env(options), open_scene(paths, bidx=options.bidx, bands=upsampler.bands, nodata=options.nodata,
-                                   offset=options.offset) as scene:
+    with _env(options), open_scene(_source(inputs, paths), bidx=options.bidx, bands=upsampler.bands,
+                                   nodata=options.nodata, offset=options.offset) as scene:
         plan = _plan(scene, paths, output, options, upsampler)[0]
     plan.check_free_space()
     return plan
 
 
-def upscale(inputs: str | Path | Sequence[str | Path], output: str | Path | None = None,
+def upscale(inputs: str | Path | StacItem | Sequence[str | Path], output: str | Path | None = None,
             options: UpscaleOptions = UpscaleOptions(), *, upsampler: TileUpsampler | None = None,
-            progress: ProgressCallback | None = None) -> UpscaleResult:
-    """Super-resolve one scene (one raster, or one single-band raster per band) into a COG at ``output``.
+            progress: ProgressCallback | None = None, world: World | None = None) -> UpscaleResult:
+    """Super-resolve one scene (one raster, one single-band raster per band, a STAC Item given as a path, URL or
+    :class:`~rssr_cli.stac.StacItem`, or a SAFE product) into a COG at ``output``; with ``options.stac`` also its STAC
+    Item, ``OUTPUT.json``, written after the COG (an existing one is refused without ``overwrite``).
 
     Pass ``upsampler`` to reuse a loaded model across many scenes; otherwise one is built from ``options.method``.
     ``progress(done_tiles, total_tiles)`` is called as tiles finish. Nothing is left at ``output`` on failure; after
     an interruption (:class:`KeyboardInterrupt`, :class:`rssr_cli.errors.Interrupted`) the finished work stays beside
     it for ``options.resume``. Another run writing ``output`` at the same time is refused (:class:`OutputError`).
+
+    ``world``: the processes sharing this output under ``torchrun`` (:func:`rssr_cli.world.joined_world`; every one
+    calls ``upscale`` with the same arguments). Each computes a band of the rows of tiles and writes its finished rows
+    into the scratch raster that rank 0 created; rank 0 locks the output, writes the COG and removes the work files. The
+    COG is the one a single process writes, pixel for pixel; every rank returns (the same status) or raises, together.
+    ``progress`` then counts this rank's tiles.
     """
     t0 = time.perf_counter()
+    world = world or World()
     paths = _inputs(inputs)
-    output = Path(output) if output else default_output(paths[0])
-    check_output(output, overwrite=options.overwrite or options.resume)
-    with ExitStack() as stack:
-        stack.enter_context(OutputLock(output))  # first: a second writer is refused before any work
-        upsampler = upsampler or options.method.build()
+    run = _Run(paths, Path(output) if output else default_output(paths[0]), options, world, progress,
+               source=_source(inputs, paths))
+    try:
+        with ExitStack() as stack:
+            local_batch = world.agree(lambda: run.open(stack, upsampler))
+            batches = [b for b in world.gather(local_batch) if b is not None]
+            if batches:
+                run.upsampler.batch_size = min(batches)  # the same batches everywhere: a carry row is recomputed
+            run.check_same_run(world.gather(world.agree(run.fingerprint)))
+            if world.gather(world.agree(lambda: run.prepare(stack)))[0]:
+                world.agree(lambda: run.write_item(fresh=False))
+                return run.result(t0, status="skipped")
+            reused = sum(world.gather(world.agree(lambda: run.compute(stack))))
+            world.agree(run.commit)
+    except BaseException:
+        _barrier_quietly(world)  # rank 0 has removed the work files when any rank leaves
+        raise
+    world.barrier()
+    return run.result(t0, reused=reused)
+
+
+def _barrier_quietly(world: World) -> None:
+    with suppress(Exception):  # a process that died: nothing to wait for
+        world.barrier()
+
+
+class _Run:
+    """One upscale in phases that every process of a sharded run goes through together (:meth:`World.agree`):
+    :meth:`open`, :meth:`fingerprint`, :meth:`prepare`, :meth:`compute`, :meth:`commit`. Alone, a plain sequence."""
+
+    def __init__(self, paths: tuple[str, ...], output: Path, options: UpscaleOptions, world: World,
+                 progress: ProgressCallback | None, source: StacItem | tuple[str, ...] | None = None) -> None:
+        self.paths, self.output, self.options, self.world, self.progress = paths, output, options, world, progress
+        self.source = source if source is not None else paths
+
+    def open(self, stack: ExitStack, upsampler: TileUpsampler | None) -> int | None:
+        """Lock the output (rank 0), load the method, open the scene and plan the tiles; returns the batch size this
+        process would choose from its free device memory (None: the method's own)."""
+        options = self.options
+        if self.world.main:
+            check_output(self.output, overwrite=options.overwrite or options.resume)
+            if options.stac:
+                check_output(item_path(self.output), overwrite=options.overwrite or options.resume)
+            stack.enter_context(OutputLock(self.output))  # first: a second writer is refused before any work
+        self.upsampler = upsampler or options.method.build()
         stack.enter_context(_env(options))
-        scene = stack.enter_context(open_scene(paths, bidx=options.bidx, bands=upsampler.bands,
-                                               nodata=options.nodata, offset=options.offset))
-        plan, tiles, aoi = _plan(scene, paths, output, options, upsampler)
-        fingerprint = run_fingerprint(scene, plan, tiles, aoi, upsampler, options)
-        files = RunFiles(output, uncertainty_path(output), with_std=plan.with_std)
-        std_output = str(files.companion) if plan.with_std else None
-        if _finished_before(files, fingerprint, options):
+        self.scene = stack.enter_context(open_scene(self.source, bidx=options.bidx, bands=self.upsampler.bands,
+                                                    nodata=options.nodata, offset=options.offset))
+        self.plan, self.tiles, self.aoi = _plan(self.scene, self.paths, self.output, options, self.upsampler)
+        fit = getattr(self.upsampler, "fit_batch_size", None)
+        ctx = self.tiles.context
+        return fit((self.tiles.rows.size + 2 * ctx, self.tiles.cols.size + 2 * ctx)) if fit is not None else None
+
+    def fingerprint(self) -> dict[str, str]:
+        self.fp = run_fingerprint(self.scene, self.plan, self.tiles, self.aoi, self.upsampler, self.options)
+        self.files = RunFiles(self.output, uncertainty_path(self.output), with_std=self.plan.with_std)
+        self.chunks = list(self.tiles.column_chunks(self.options.chunk_width))
+        return self.fp
+
+    def check_same_run(self, fingerprints: list[dict[str, str]]) -> None:
+        """Every process must compute the same run (inputs, weights, rssr's version ...), or the bands would not fit."""
+        for rank, fp in enumerate(fingerprints[1:], start=1):
+            differ = fingerprint_differences(fingerprints[0], fp)
+            if differ:
+                raise UsageError(f"rank {rank} of {len(fingerprints)} would compute another output than rank 0 "
+                                 f"({'; '.join(differ)}); give every process the same inputs, weights and rssr")
+
+    def prepare(self, stack: ExitStack) -> bool:
+        """Rank 0: the journal (new, or the interrupted run's with ``resume``), the free-space check and the scratch
+        rasters; True when ``resume`` finds the output already finished (nothing left to do)."""
+        if not self.world.main:
+            return False
+        files = self.files
+        if _finished_before(files, self.fp, self.options):
             files.remove()
-            return UpscaleResult(plan=plan, seconds=time.perf_counter() - t0, uncertainty=std_output,
-                                 status="skipped")
-        chunks = list(tiles.column_chunks(options.chunk_width))
-        journal = stack.enter_context(resumable_run(files, fingerprint, units=len(chunks) * len(tiles.rows.starts),
-                                                    resume=options.resume))
-        plan.check_free_space(already=files.allocated_bytes() if journal.done else 0)
-        reused = _run(scene, plan, tiles, chunks, aoi, upsampler, options, fingerprint,
-                      files.partial(reuse=bool(journal.done)), journal, progress)
-    return UpscaleResult(plan=plan, seconds=time.perf_counter() - t0, uncertainty=std_output, reused_tiles=reused)
+            return True
+        units = len(self.chunks) * len(self.tiles.rows.starts)
+        self.journal = stack.enter_context(resumable_run(files, self.fp, units=units, resume=self.options.resume))
+        self.plan.check_free_space(already=files.allocated_bytes() if self.journal.done else 0)
+        self.sink = stack.enter_context(self._sink(files.partial(reuse=bool(self.journal.done))))
+        return False
+
+    def compute(self, stack: ExitStack) -> int:
+        """This process's rows of tiles (all of them alone), written into the scratch rasters and journaled; returns
+        how many of its tiles an interrupted run had finished."""
+        if not self.world.main:  # rank 0 created the journal and the scratch rasters: write into them
+            self.journal = Journal.join(self.files.journal, self.fp)
+            stack.callback(self.journal.close)
+            self.sink = stack.enter_context(self._sink(self.files.partial(reuse=True, owner=False)))
+        rows = self.world.band(len(self.tiles.rows.starts))
+        counter = _TileCounter(len(rows) * sum(len(c.cols) for c in self.chunks), self.progress)
+        plan, aoi = self.plan, self.aoi
+        mask = OutputMask(plan.window, plan.hr_grid, plan.scale,
+                          polygon=aoi.geometry if aoi is not None and aoi.mask_outside else None)
+        stream_rows(self.scene, self.tiles, self.upsampler, mask, self.sink, chunks=self.chunks, journal=self.journal,
+                    rows=rows, progress=counter, check=self.world.check)
+        self.sink.flush()
+        return counter.reused
+
+    def commit(self) -> None:
+        """Rank 0, once every process's rows are on disk: the COG(s)."""
+        if not self.world.main:
+            return
+        valid = self.journal.valid_on_disk() if self.world.distributed else self.journal.valid_pixels
+        if valid == 0:
+            raise InputError(f"{', '.join(self.plan.inputs)}: every input pixel in the window is nodata; there is "
+                             "nothing to super-resolve (choose another --bbox/--aoi, or check --nodata)")
+        self.sink.commit()
+        self.write_item(fresh=True)
+
+    def write_item(self, *, fresh: bool) -> None:
+        """Rank 0, with ``stac``: OUTPUT.json for the COG just written (``fresh``: if the Item cannot be written, that
+        COG is removed again, so that a run leaves both or neither) or for the finished output a resumed run found
+        (written only if missing)."""
+        path = item_path(self.output)
+        if not self.options.stac or not self.world.main or (not fresh and path.exists()):
+            return
+        companion = uncertainty_path(self.output) if self.plan.with_std else None
+        try:
+            item = output_item(self.output, origin=self.scene.origin, inputs=self.plan.inputs, companion=companion)
+            write_item(item, path, overwrite=self.options.overwrite or self.options.resume)
+        except BaseException:
+            for written in (self.output, companion) if fresh else ():
+                if written is not None:
+                    written.unlink(missing_ok=True)
+            raise
+
+    def _sink(self, partial: PartialFiles) -> CogSink:
+        tags = {**_provenance(self.plan, self.upsampler, self.options), "RSSR_FINGERPRINT": fingerprint_digest(self.fp)}
+        return _cog_sink(self.scene, self.plan, self.options, tags, partial)
+
+    def result(self, t0: float, *, status: str = "ok", reused: int = 0) -> UpscaleResult:
+        std = str(uncertainty_path(self.output)) if self.plan.with_std else None
+        return UpscaleResult(plan=self.plan, seconds=time.perf_counter() - t0, uncertainty=std, status=status,
+                             reused_tiles=reused, stac=str(item_path(self.output)) if self.options.stac else None)
 
 
 def _finished_before(files: RunFiles, fingerprint: dict[str, str], options: UpscaleOptions) -> bool:
@@ -290,52 +429,6 @@ def _fingerprint_tag(path: Path) -> str | None:
             return ds.tags().get("RSSR_FINGERPRINT")
     except rasterio.errors.RasterioError:
         return None
-
-
-def _run(scene: Scene, plan: UpscalePlan, tiles: TilePlan, chunks: list[Chunk], aoi: AOI | None,
-         upsampler: TileUpsampler, options: UpscaleOptions, fingerprint: dict[str, str], partial: PartialFiles,
-         journal: Journal, progress: ProgressCallback | None) -> int:
-    """The stages over the tiles not finished yet, then the COG(s); returns how many tiles were reused."""
-    mask = OutputMask(plan.window, plan.hr_grid, plan.scale,
-                      polygon=aoi.geometry if aoi is not None and aoi.mask_outside else None)
-    counter = _TileCounter(len(tiles.rows.starts) * sum(len(c.cols) for c in chunks), progress)
-    tags = {**_provenance(plan, upsampler, options), "RSSR_FINGERPRINT": fingerprint_digest(fingerprint)}
-    with _cog_sink(scene, plan, options, tags, partial) as sink:
-        _upscale_tiles(scene, tiles, upsampler, mask, sink, chunks=chunks, counter=counter, journal=journal)
-        sink.flush()
-        if journal.valid_pixels == 0:
-            raise InputError(f"{', '.join(plan.inputs)}: every input pixel in the window is nodata; there is "
-                             "nothing to super-resolve (choose another --bbox/--aoi, or check --nodata)")
-        sink.commit()
-    return counter.reused
-
-
-def _upscale_tiles(scene: Scene, tiles: TilePlan, upsampler: TileUpsampler, mask: OutputMask, sink: CogSink, *,
-                   chunks: Sequence[Chunk], counter: _TileCounter, journal: Journal) -> None:
-    """read -> infer -> blend -> sink, one column chunk at a time, each top to bottom one row of tiles at a time.
-
-    Rows of tiles the journal lists as finished are skipped, except the last of them in a chunk, which is computed
-    again without being written: its overlap with the next row is the blender's carry. Each row written is journaled
-    once its pixels are on disk.
-    """
-    hr_height = tiles.hr_shape[0]
-    for k, chunk in enumerate(chunks):
-        done = journal.rows_done(k)
-        counter.reuse(done * len(chunk.cols))
-        if done == len(tiles.rows.starts):
-            continue
-        blender = RowBlender(len(upsampler.bands), *chunk.write, height=hr_height, with_std=sink.with_std)
-        for strip in read_strips(scene, tiles, chunk, first=max(done - 1, 0)):
-            if strip.row < done:  # on disk already: only its carry into the next row is needed
-                for _ in blend_row(blender, tiles, strip.row, infer_strip(upsampler, strip)):
-                    pass
-                continue
-            valid = 0
-            for block in blend_row(blender, tiles, strip.row, infer_strip(upsampler, strip, on_batch=counter.add)):
-                block_valid = mask.valid(block, strip)
-                valid += int(block_valid.sum())
-                sink.write(block, block_valid)
-            sink.checkpoint(functools.partial(journal.record, k, strip.row, valid))
 
 
 def _cog_sink(scene: Scene, plan: UpscalePlan, options: UpscaleOptions, tags: dict[str, str],
@@ -359,6 +452,9 @@ def _provenance(plan: UpscalePlan, upsampler: TileUpsampler, options: UpscaleOpt
         "RSSR_OVERLAP": str(options.overlap),
     }
     tags.update(upsampler.provenance())
+    digest = getattr(getattr(upsampler, "loaded", None), "digest", "")  # the diffusion method's weights
+    if digest:
+        tags["RSSR_WEIGHTS_SHA256"] = str(digest)
     return tags
 
 
@@ -373,6 +469,8 @@ def run_fingerprint(scene: Scene, plan: UpscalePlan, tiles: TilePlan, aoi: AOI |
     """
     fp = {"rssr": __version__}
     fp.update({f"input {i + 1}": _stamp(p) for i, p in enumerate(plan.inputs)})
+    # A STAC Item's band files (the Item's own stamp says nothing about them).
+    fp.update({f"band file {i + 1}": _stamp(p) for i, p in enumerate(scene.paths) if p not in plan.inputs})
     fp["bands"] = ",".join(f"{b.name}={b.file + 1}:{b.bidx}" for b in scene.bands)
     fp["radiometry"] = ",".join(f"{r.scale!r}/{r.offset!r}" for r in scene.radiometry)
     fp["nodata"] = f"{scene.nodata!r}{' (every band)' if scene.nodata_all_bands else ''}"

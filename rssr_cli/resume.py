@@ -13,8 +13,10 @@ A run writes, beside its output ``NAME``, hidden files that every run aimed at `
 
 So at any moment (SIGKILL, power loss) what the journal lists is on disk, and a half-written last line is ignored.
 ``--resume`` (:func:`resumable_run`) reopens both when the fingerprint matches and the pipeline skips the units listed
-(it recomputes, without writing, the last finished row of each chunk to rebuild the blending carry); a different
-fingerprint is refused naming what differs. Without ``--resume`` stale files are replaced. On success and on errors
+(it recomputes, without writing, the finished rows whose overlap reaches the first row to do, to rebuild the blending
+carry: :func:`rssr_cli.blend.carry_start`); a different fingerprint is refused naming what differs. The processes of a
+sharded run (:mod:`rssr_cli.world`) append their own rows to rank 0's journal (:meth:`Journal.join`), so a run resumes
+with any number of processes. Without ``--resume`` stale files are replaced. On success and on errors
 the files are removed; an interruption (:class:`KeyboardInterrupt`) keeps them.
 """
 
@@ -50,9 +52,11 @@ class RunFiles:
     def journal(self) -> Path:
         return work_path(self.output, "journal")
 
-    def partial(self, *, reuse: bool) -> PartialFiles:
+    def partial(self, *, reuse: bool, owner: bool = True) -> PartialFiles:
+        """The scratch rasters; ``owner=False``: another process (rank 0 of a sharded run) creates and removes them."""
         return PartialFiles(main=work_path(self.output, "partial"),
-                            std=work_path(self.companion, "partial") if self.with_std else None, reuse=reuse)
+                            std=work_path(self.companion, "partial") if self.with_std else None, reuse=reuse,
+                            owner=owner)
 
     def scratch_present(self) -> bool:
         partial = self.partial(reuse=True)
@@ -104,31 +108,45 @@ class Journal:
     def load(cls, path: Path) -> "Journal | None":
         """The journal at ``path`` (rewritten without a torn last line, open for appending), or None if there is
         none or its header is unreadable."""
-        try:
-            lines = path.read_text().splitlines()
-            header = json.loads(lines[0])
-            if header.get("rssr_journal") != JOURNAL_FORMAT:
-                return None
-            fingerprint, units = dict(header["fingerprint"]), int(header["units"])
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
+        read = _read_journal(path)
+        if read is None:
             return None
-        done: dict[tuple[int, int], int] = {}
-        for line in lines[1:]:
-            try:
-                unit = json.loads(line)
-                done[(int(unit["chunk"]), int(unit["row"]))] = int(unit["valid"])
-            except (ValueError, KeyError, TypeError):
-                break  # a line torn by a kill: it and anything after it did not happen
-        journal = cls(path, fingerprint, units, done)
+        journal = cls(path, *read)
         journal._rewrite()
         return journal
 
-    def rows_done(self, chunk: int) -> int:
-        """How many rows of tiles of ``chunk`` are finished, from the top (units are journaled in order)."""
+    @classmethod
+    def join(cls, path: Path, fingerprint: Mapping[str, str]) -> "Journal":
+        """The journal another process of this run created at ``path`` (rank 0 of a sharded run), open for appending
+        this process's units after its own; never created, rewritten or removed from here.
+
+        Every process appends whole lines with ``O_APPEND``; where appends from several machines may land on one
+        another (NFS), a line lost or torn only makes ``--resume`` redo rows, never skip one: a journal line is read up
+        to the first that does not parse, and each line is written after its pixels are on disk.
+        """
+        read = _read_journal(path)
+        if read is None or read[0] != dict(fingerprint):
+            raise OutputError(f"cannot read the journal {path} that the first process created (with several machines "
+                              "the output folder must be on a filesystem they share)")
+        journal = cls(path, *read)
+        try:
+            journal._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        return journal
+
+    def rows_done(self, chunk: int, first: int = 0) -> int:
+        """How many rows of tiles of ``chunk`` are finished from row ``first`` on, without a gap (each process of a run
+        journals the rows of its share in order)."""
         n = 0
-        while (chunk, n) in self.done:
+        while (chunk, first + n) in self.done:
             n += 1
         return n
+
+    def valid_on_disk(self) -> int:
+        """Valid output pixels in the units every process of the run has journaled so far (read from the file)."""
+        read = _read_journal(self.path)
+        return sum(read[2].values()) if read is not None else self.valid_pixels
 
     @property
     def valid_pixels(self) -> int:
@@ -162,6 +180,28 @@ class Journal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+def _read_journal(path: Path) -> tuple[dict[str, str], int, dict[tuple[int, int], int]] | None:
+    """(fingerprint, units, finished units) of the journal at ``path``; None if there is none or its header is
+    unreadable. Reading stops at the first line that does not parse: a line torn by a kill did not happen, nor did any
+    after it."""
+    try:
+        lines = path.read_text().splitlines()
+        header = json.loads(lines[0])
+        if header.get("rssr_journal") != JOURNAL_FORMAT:
+            return None
+        fingerprint, units = dict(header["fingerprint"]), int(header["units"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    done: dict[tuple[int, int], int] = {}
+    for line in lines[1:]:
+        try:
+            unit = json.loads(line)
+            done[(int(unit["chunk"]), int(unit["row"]))] = int(unit["valid"])
+        except (ValueError, KeyError, TypeError):
+            break
+    return fingerprint, units, done
 
 
 def fingerprint_digest(fingerprint: Mapping[str, str]) -> str:

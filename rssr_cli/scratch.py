@@ -33,24 +33,46 @@ _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": 
 
 class RawScratch:
     """A ``count``-band raster of ``dtype`` on ``grid``, stored raw at ``path``; ``reuse`` keeps an existing file's
-    pixels (a resumed run), else the file starts empty (all zeros)."""
+    pixels (a resumed run), else the file starts empty (all zeros).
+
+    ``create=False`` opens a file another process created (another rank of a sharded run writing its own rows at their
+    offsets, :mod:`rssr_cli.world`): it must exist with the raster's size, and is neither created, truncated nor
+    resized.
+    """
 
     def __init__(self, path: Path, grid: Grid, *, count: int, dtype: str, nodata: float | None,
-                 reuse: bool = False) -> None:
+                 reuse: bool = False, create: bool = True) -> None:
         self.path, self.grid, self.count, self.nodata = Path(path), grid, count, nodata
         self.dtype = np.dtype(dtype).newbyteorder("<")
         if self.dtype.name not in _GDAL_TYPES:
             raise ValueError(f"internal: no raw scratch for {dtype}")
         self.nbytes = grid.width * grid.height * count * self.dtype.itemsize
+        self._fd: int | None = None
+        if not create:
+            self._join()
+            return
         flags = os.O_RDWR | os.O_CREAT | (0 if reuse else os.O_TRUNC)
         try:
-            self._fd: int | None = os.open(self.path, flags, 0o644)
+            self._fd = os.open(self.path, flags, 0o644)
             if os.fstat(self._fd).st_size != self.nbytes:
                 os.ftruncate(self._fd, self.nbytes)
         except OSError as exc:
             self.close()
             raise OutputError(f"cannot create {self.path}: {exc.strerror}") from None
         fsync_folder(self.path.parent)
+
+    def _join(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
+            size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            self.close()
+            raise OutputError(f"cannot open {self.path}, which the first process created: {exc.strerror} (with "
+                              "several machines the output folder must be on a filesystem they share)") from None
+        if size != self.nbytes:
+            self.close()
+            raise OutputError(f"{self.path} holds {size} bytes where the first process made {self.nbytes}; is another "
+                              "run writing the same output?")
 
     def write(self, data: np.ndarray, row0: int, col0: int) -> None:
         """Write ``data`` (count, h, w) with its top-left pixel at (``row0``, ``col0``)."""

@@ -16,8 +16,6 @@ interruption (:class:`KeyboardInterrupt`, which :class:`rssr_cli.errors.Interrup
 from __future__ import annotations
 
 import shutil
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from rssr_cli.cog import CogOptions, translate_to_cog
 from rssr_cli.encoding import OutputEncoding
 from rssr_cli.scene import Grid
 from rssr_cli.scratch import RawScratch
+from rssr_cli.workers import OrderedWorker
 
 #: The band tag that tells the companion apart from the output.
 STD_LAYER = "per-pixel standard deviation of the samples (reflectance)"
@@ -39,11 +38,17 @@ STD_LAYER = "per-pixel standard deviation of the samples (reflectance)"
 @dataclass(frozen=True)
 class PartialFiles:
     """Where the scratch rasters of a resumable run live (``std`` for the companion), and whether to keep the pixels
-    already there (``reuse``: a resumed run)."""
+    already there (``reuse``: a resumed run).
+
+    ``owner``: this sink creates, removes and commits them. A sink that is not their owner (another rank of a sharded
+    run, :mod:`rssr_cli.world`) writes its blocks into the files the owner created, never creates, removes or commits
+    them, and leaves the COG's work folder alone.
+    """
 
     main: Path
     std: Path | None = None
     reuse: bool = False
+    owner: bool = True
 
 
 class CogSink:
@@ -69,6 +74,7 @@ class CogSink:
         #: output that the sink (or, after a kill, the next run: :class:`rssr_cli.resume.RunFiles`) removes whole.
         self._cogdir = work_path(output, "cog")
         reuse = partial is not None and partial.reuse
+        self._owner = partial is None or partial.owner
         with ExitStack() as stack:  # on an error half-way, what was opened is closed and removed again
             stack.push(self._exit_layers)
             self._layers: list[_Layer] = []
@@ -77,13 +83,13 @@ class CogSink:
             self._std = None if std_output is None else self._open(
                 std_output, partial.std if partial else None, grid, len(bands), "float32", float("nan"), reuse)
             # Entered last, left first: the thread stops before the scratch files close.
-            self._writer = stack.enter_context(_WriterThread())
+            self._writer = stack.enter_context(OrderedWorker(name="rssr-writer"))
             self._resources = stack.pop_all()
 
     def _open(self, output: Path, scratch: Path | None, grid: Grid, count: int, dtype: str, nodata: float,
               reuse: bool) -> "_Layer":
         layer = _Layer(output, RawScratch(scratch or temporary_path(output, "scratch"), grid, count=count,
-                                          dtype=dtype, nodata=nodata, reuse=reuse))
+                                          dtype=dtype, nodata=nodata, reuse=reuse, create=self._owner))
         self._layers.append(layer)
         return layer
 
@@ -118,6 +124,8 @@ class CogSink:
 
     def commit(self) -> None:
         """Finish writing, describe the layers and translate them to COGs: both files of a pair, or neither."""
+        if not self._owner:
+            raise RuntimeError("internal: only the owner of the scratch files commits them")
         self._writer.drain()
         enc = self.encoding
         self._main.describe(descriptions=self.bands, tags=self.tags, scales=enc.scales, offsets=enc.offsets)
@@ -143,13 +151,15 @@ class CogSink:
         task()
 
     def _exit_layers(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        """Close the scratch files; remove them unless an interruption left work that ``--resume`` can reuse."""
-        keep = (self._partial is not None and not self._committed and exc_type is not None
-                and issubclass(exc_type, KeyboardInterrupt))
-        shutil.rmtree(self._cogdir, ignore_errors=True)
+        """Close the scratch files; remove them (their owner) unless an interruption left work that ``--resume`` can
+        reuse."""
+        keep = not self._owner or (self._partial is not None and not self._committed and exc_type is not None
+                                   and issubclass(exc_type, KeyboardInterrupt))
+        if self._owner:
+            shutil.rmtree(self._cogdir, ignore_errors=True)
         for layer in self._layers:
             layer.scratch.close()
-            for path in (layer.vrt, None if keep else layer.scratch.path):
+            for path in (layer.vrt if self._owner else None, None if keep else layer.scratch.path):
                 with suppress(OSError):  # a folder turned read-only: report the first error, not this one
                     if path is not None:
                         path.unlink(missing_ok=True)
@@ -184,45 +194,3 @@ def _translate_all(layers: Sequence[tuple[Path, Path]], cog: CogOptions, workdir
         for output in written:
             output.unlink(missing_ok=True)
         raise
-
-
-class _WriterThread:
-    """Runs queued calls on one worker thread, in order, with at most ``depth`` of them waiting.
-
-    An error on the worker is raised in the caller at the next ``put`` or ``drain`` and no later call runs; leaving the
-    ``with`` block cancels what still waits and waits for the call in progress.
-    """
-
-    def __init__(self, depth: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rssr-writer")
-        self._pending: deque[Future[None]] = deque()
-        self._depth = depth
-        self._failed = False
-
-    def put(self, fn: Callable[..., None], *args: Any) -> None:
-        self._pending.append(self._pool.submit(self._run, fn, *args))
-        while len(self._pending) > self._depth:
-            self._pending.popleft().result()
-
-    def _run(self, fn: Callable[..., None], *args: Any) -> None:
-        """After a failed call nothing else runs: a checkpoint must never follow a block that was not written."""
-        if self._failed:
-            return
-        try:
-            fn(*args)
-        except BaseException:
-            self._failed = True
-            raise
-
-    def drain(self) -> None:
-        """Wait until every queued call has run."""
-        while self._pending:
-            self._pending.popleft().result()
-
-    def __enter__(self) -> "_WriterThread":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for future in self._pending:
-            future.cancel()
-        self._pool.shutdown(wait=True)

@@ -38,9 +38,11 @@ class LRStrip:
         return self.reflectance[:, :, c0:c0 + int(tile.read.width)]
 
 
-def read_strips(scene: Scene, tiles: TilePlan, chunk: Chunk, first: int = 0) -> Iterator[LRStrip]:
-    """The strips of one column chunk, top to bottom from tile row ``first``, each read when asked for."""
-    for i in range(first, len(tiles.rows.starts)):
+def read_strips(scene: Scene, tiles: TilePlan, chunk: Chunk, first: int = 0,
+                stop: int | None = None) -> Iterator[LRStrip]:
+    """The strips of one column chunk, top to bottom from tile row ``first`` to ``stop`` (excluded; None: the last),
+    each read when asked for."""
+    for i in range(first, len(tiles.rows.starts) if stop is None else stop):
         row_tiles = tuple(tiles.tile(i, j) for j in chunk.cols)
         first, last = row_tiles[0].read, row_tiles[-1].read
         window = Window(first.col_off, first.row_off, last.col_off + last.width - first.col_off, first.height)

@@ -20,7 +20,10 @@ EXIT_PARTIAL = 3
 
 
 def _read_list(source: str) -> list[str]:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return _lines(sys.stdin.read() if source == "-" else Path(source).read_text())
+
+
+def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -60,8 +63,9 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("-b", "--bidx", multiple=True, type=IntList(), help="Input bands in model order (B02,B03,B04,B08), "
               "1-based, e.g. -b 2,3,4,8. Default: from band descriptions or file names.")
 @click.option("--nodata", type=float, help="Input nodata value (overrides the file's).")
-@click.option("--offset", type=float, help="Sentinel-2 additive offset in DN, used when the file's metadata has none "
-              "(-1000 for processing baseline 04.00 and later). Reflectance = (DN + offset) / 10000.")
+@click.option("--offset", type=float, help="Sentinel-2 additive offset in DN (-1000 for processing baseline 04.00 and "
+              "later); replaces what the file's metadata, the SAFE product or the STAC item's raster:bands declare, "
+              "which are used without it. Reflectance = (DN + offset) / 10000.")
 @click.option("--allow-unusual-input", is_flag=True, help="Skip the checks that the input is what the diffusion "
               "model was made for (pixels of 8-12.5 m on the ground, values that look like reflectance) and run it "
               "anyway.")
@@ -84,7 +88,10 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Draws per pixel; the output is their mean and OUTPUT_std.tif their standard deviation.")
 @sampler_mode_options
-@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per model call. Default: the method's.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per model call. Default: the method's (on a "
+              "GPU, as many as its free memory takes).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (CUDA only; the first tiles wait "
+              "for the compilation; results may differ from an uncompiled run in the last bits).")
 @click.option("--scale", type=float, help="Scale factor for --method bicubic (default 12.5: 10 m -> 0.8 m).")
 @click.option("--tile-size", type=click.IntRange(min=2), default=DEFAULT_TILE_SIZE, show_default=True,
               help="Tile core size in LR pixels (a multiple of 2 at 12.5x).")
@@ -105,6 +112,9 @@ def _all_single_band(paths: list[str]) -> bool:
               "(refused, naming what differs, if a setting that changes pixels changed); in a batch, inputs whose "
               "output is already finished are skipped.")
 @click.option("--preview", is_flag=True, help="Also write a PNG quick-look (true colour) beside each output.")
+@click.option("--stac", is_flag=True, help="Also write OUTPUT.json, a STAC Item describing each output COG (footprint, "
+              "projection, raster:bands scale/offset/nodata, eo:bands, the input's datetime and platform, a "
+              "derived_from link, rssr's settings), after the COG; an existing one is kept unless --overwrite.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (window, tiles, sizes) and write nothing.")
 @json_opt
 @verbosity_options
@@ -112,97 +122,184 @@ def _all_single_band(paths: list[str]) -> bool:
 def upscale(ctx: click.Context, **params) -> None:
     """Super-resolve Sentinel-2 scene(s) from 10 m to 0.8 m and write Cloud-Optimized GeoTIFFs.
 
-    INPUT is a raster GDAL can open (GeoTIFF, VRT, SAFE/JP2), or one file per band (B02.tif B03.tif B04.tif
-    B08.tif). Several scenes are written to --output-dir (default: the current folder); '-' reads the input list from stdin.
+    INPUT is a raster GDAL can open (GeoTIFF, VRT), one file per band (B02.tif B03.tif B04.tif B08.tif), a STAC
+    Item (ITEM.json, an http(s) URL, or '-' with the Item on stdin) whose assets are the bands, or a Sentinel-2 SAFE
+    product (.SAFE folder or .zip, L1C or L2A). Several scenes are written to --output-dir (default: the current
+    folder); '-' reads the input list from stdin.
+
+    Under torchrun (torchrun --nproc-per-node N -m rssr_cli upscale ...), the processes share one input's rows of
+    tiles and write one COG, or share a batch's inputs; each takes its own GPU (see docs/scale-out.md).
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 some inputs of a batch failed (the others were written), 130/143
     interrupted by SIGINT/SIGTERM (the finished work is kept for --resume).
     """
+    from rssr_cli.errors import RssrError
     from rssr_cli.interrupt import stop_on_signals
+    from rssr_cli.world import joined_world
 
-    with stop_on_signals():  # SIGINT/SIGTERM raise Interrupted: the run stops where --resume can continue
-        _upscale(ctx, **params)
+    # SIGINT/SIGTERM raise Interrupted: the run stops where --resume can continue.
+    with stop_on_signals(), joined_world() as world:
+        if not world.distributed:
+            code = _upscale(ctx, world, **params)
+        else:
+            try:
+                code = _upscale(ctx, world, **params)
+            except RssrError as exc:  # the same on every rank: one line, from rank 0, before any rank ends
+                if world.main:
+                    click.echo(f"Error: {exc}", err=True)
+                code = exc.exit_code
+    ctx.exit(code)
 
 
-def _upscale(ctx: click.Context, inputs, output, output_dir, from_list, separate, bidx, nodata, offset, bbox,
-             bbox_crs, aoi, method, weights, device, steps, start, eta, seed, samples, consistency, init, batch_size,
-             scale, tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
-             overwrite, resume, preview, dry_run, as_json, allow_unusual_input):
-    from rssr_cli.aoi import parse_bbox
-    from rssr_cli.errors import Interrupted, RssrError, UsageError
-    from rssr_cli.methods import method_options
-    from rssr_cli.pipeline import UpscaleOptions, default_output, plan_upscale
-    from rssr_cli.pipeline import upscale as run_upscale
+def _upscale(ctx: click.Context, world, inputs, output, output_dir, from_list, separate, dry_run, as_json, preview,
+             **params) -> int:
+    """The scenes of the command through :func:`rssr_cli.pipeline.upscale`, one JSON record each; the exit code."""
+    from rssr_cli.pipeline import default_output
+    from rssr_cli.world import World
 
-    verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
-    paths = list(inputs)
+    paths: list = list(inputs)
+    stdin_item = None
     if paths == ["-"]:
-        paths = _read_list("-")
+        text = sys.stdin.read()
+        if text.lstrip().startswith("{"):  # a STAC Item (JSON), not a list of paths
+            from rssr_cli.stac import parse_item
+
+            stdin_item = parse_item(text)
+            paths = []
+        else:
+            paths = _lines(text)
     if from_list:
         paths += _read_list(from_list)
-    if not paths:
+    if not paths and stdin_item is None:
         raise click.UsageError("no INPUT given (pass paths, '-' or --from FILE)")
-    scenes = group_inputs(paths, separate)
+    scenes = [(stdin_item,)] if stdin_item is not None else group_inputs(paths, separate)
     if len(scenes) > 1 and output:
         raise click.UsageError("-o/--output names one file; use --output-dir for several scenes")
     if output_dir and not Path(output_dir).is_dir():
         raise click.UsageError(f"--output-dir {output_dir} is not an existing folder")
+    options = _options(ctx, world, **params)
+    # One input under torchrun: every process computes a band of it. Several: each process takes its share of them.
+    sharded = world.distributed and len(scenes) == 1 and not dry_run
+    if dry_run:
+        mine = range(len(scenes)) if world.main else range(0)
+    else:
+        mine = range(len(scenes)) if sharded else world.share(len(scenes))
+    run_world = world if sharded else World()
+    # Loaded once (a batch reuses it), on every process that has work: a failure to load stops every process.
+    upsampler = world.agree(lambda: options.method.build() if mine else None)
+    report = _Reporter(ctx, as_json=as_json, quiet=sharded and not world.main, single=len(scenes) == 1,
+                       bars=world.main)
+    for i in mine:
+        scene = scenes[i]
+        out = Path(output) if output else default_output(scene[0], output_dir)
+        if not report.run(scene, out, lambda s=scene, o=out: _one(s, o, options, upsampler, run_world, report,
+                                                                     dry_run=dry_run, preview=preview)):
+            break  # interrupted: the other inputs are left for --resume
+    failures, total = report.failures, len(mine)
+    if world.distributed and not sharded:  # every process ends with the exit code of the whole batch
+        counts = world.gather((failures, total))
+        failures, total = sum(f for f, _ in counts), sum(t for _, t in counts)
+    if report.interrupted is not None:
+        return report.interrupted.exit_code
+    if failures:
+        return 1 if failures == total else EXIT_PARTIAL
+    return 0
+
+
+def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, aoi, method, weights, device, steps,
+             start, eta, seed, samples, consistency, init, batch_size, compile_, scale, tile_size, overlap, dtype,
+             creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
+             allow_unusual_input, stac):
+    from rssr_cli.aoi import parse_bbox
+    from rssr_cli.errors import UsageError
+    from rssr_cli.methods import method_options
+    from rssr_cli.pipeline import UpscaleOptions
 
     if scale and method != "bicubic":
         raise UsageError("--scale applies to --method bicubic; the diffusion model works at its trained scale")
-    # Each method takes the flags it defines (rssr_cli.methods); the others keep their defaults.
-    options = UpscaleOptions(
-        method=method_options(method, weights=weights, device=device, steps=steps, start=start, eta=eta, seed=seed,
-                              samples=samples, consistency=consistency_value(ctx, consistency), init=init,
-                              batch_size=batch_size,
+    # Each method takes the flags it defines (rssr_cli.methods); the others keep their defaults. Under torchrun each
+    # process takes its own GPU (world.device).
+    return UpscaleOptions(
+        method=method_options(method, weights=weights, device=world.device(device), steps=steps, start=start,
+                              eta=eta, seed=seed, samples=samples, consistency=consistency_value(ctx, consistency),
+                              init=init, batch_size=batch_size, compile=compile_ or None,
                               scale=Fraction(scale).limit_denominator(1000) if scale else None),
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,
         blocksize=blocksize, creation_options=dict(creation_options), overview_resampling=overview_resampling,
         threads=threads, gdal_config=dict(gdal_config), overwrite=overwrite, resume=resume,
-        allow_unusual_input=allow_unusual_input)
-    upsampler = options.method.build()  # once: a batch reuses the loaded model
-    failures = 0
-    for scene in scenes:
-        out = Path(output) if output else default_output(scene[0], output_dir)
-        record = {"input": scene[0] if len(scene) == 1 else list(scene), "output": str(out)}
-        try:
-            if dry_run:
-                plan = plan_upscale(scene, out, options, upsampler=upsampler)
-                record = {**plan.to_dict(), "status": "planned", "error": None}
-                if not as_json:
-                    _print_plan(record)
-            else:
-                with tile_progress(enabled=verbosity >= 0 and sys.stderr.isatty(), label=Path(scene[0]).name) as cb:
-                    result = run_upscale(scene, out, options, upsampler=upsampler, progress=cb)
-                record = result.to_dict()
-                if preview and result.status == "ok":
-                    from rssr_cli.preview import write_preview
+        allow_unusual_input=allow_unusual_input, stac=stac)
 
-                    record["preview"] = str(write_preview(out))
-                if verbosity >= 0:
-                    click.echo(_done_line(out, record), err=True)
+
+def _one(scene: tuple[str, ...], out: Path, options, upsampler, world, report: "_Reporter", *, dry_run: bool,
+         preview: bool) -> dict:
+    """One scene planned or upscaled; its JSON record."""
+    from rssr_cli.pipeline import plan_upscale
+    from rssr_cli.pipeline import upscale as run_upscale
+
+    if dry_run:
+        plan = plan_upscale(scene, out, options, upsampler=upsampler)
+        record = {**plan.to_dict(), "status": "planned", "error": None}
+        if not report.as_json:
+            _print_plan(record)
+        return record
+    with tile_progress(enabled=report.verbosity >= 0 and report.bars and sys.stderr.isatty(),
+                       label=Path(str(scene[0])).name) as cb:
+        result = run_upscale(scene, out, options, upsampler=upsampler, progress=cb, world=world)
+    record = result.to_dict()
+    if preview and result.status == "ok" and world.main:
+        from rssr_cli.preview import write_preview
+
+        record["preview"] = str(write_preview(out))
+    if report.verbosity >= 0 and not report.quiet:
+        click.echo(_done_line(out, record), err=True)
+    return record
+
+
+class _Reporter:
+    """The records and messages of the scenes of one process: JSON lines (one per scene, flushed: the processes of a
+    torchrun launch share stdout), errors and interruptions as in a single process. ``quiet``: a process that is not
+    rank 0 of a sharded run, which prints nothing (rank 0 speaks for the run); ``bars``: progress bars (rank 0's
+    only, on a terminal)."""
+
+    def __init__(self, ctx: click.Context, *, as_json: bool, quiet: bool, single: bool, bars: bool) -> None:
+        self.ctx, self.as_json, self.quiet, self.single, self.bars = ctx, as_json, quiet, single, bars
+        self.verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
+        self.failures = 0
+        self.interrupted = None
+
+    def run(self, scene: tuple[str, ...], out: Path, work) -> bool:
+        """Run ``work`` for one scene and report it; False after an interruption (the batch stops there)."""
+        from rssr_cli.errors import Interrupted, RssrError
+
+        record = {"input": str(scene[0]) if len(scene) == 1 else [str(p) for p in scene], "output": str(out)}
+        try:
+            record = work()
         except Interrupted as exc:
             record.update({"status": "interrupted", "error": str(exc)})
-            if as_json:
-                click.echo(json.dumps(record))
-            click.echo(f"Interrupted by {exc.signal_name}: the finished work is kept beside {out}; run the same "
-                       "command with --resume to continue", err=True)
-            ctx.exit(exc.exit_code)
+            self._json(record)
+            if not self.quiet:
+                click.echo(f"Interrupted by {exc.signal_name}: the finished work is kept beside {out}; run the same "
+                           "command with --resume to continue", err=True)
+            self.interrupted = exc
+            return False
         except RssrError as exc:
-            if len(scenes) == 1 and not as_json:
+            if self.single and not self.as_json:
                 raise
-            failures += 1
+            self.failures += 1
             record.update({"status": "error", "error": str(exc)})
-            if not as_json or verbosity >= 0:
+            if not self.quiet and (not self.as_json or self.verbosity >= 0):
                 click.echo(f"Error: {scene[0]}: {exc}", err=True)
-            if len(scenes) == 1:
-                click.echo(json.dumps(record))
-                ctx.exit(exc.exit_code)
-        if as_json:
+            if self.single:
+                self._json(record, always=True)
+                self.ctx.exit(exc.exit_code)
+        self._json(record)
+        return True
+
+    def _json(self, record: dict, always: bool = False) -> None:
+        if (self.as_json or always) and not self.quiet:
             click.echo(json.dumps(record))
-    if failures:
-        ctx.exit(1 if failures == len(scenes) else EXIT_PARTIAL)
+            sys.stdout.flush()
 
 
 def _done_line(out: Path, record: dict) -> str:
