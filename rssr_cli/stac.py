@@ -54,8 +54,9 @@ URL_TIMEOUT = 60
 @dataclass(frozen=True)
 class SourceMetadata:
     """What an input says about itself, for the catalogue record of an output: ``kind`` (``stac``, ``safe``),
-    ``href`` (the Item or product as the user gave it; an Item read from stdin: its ``self`` link), ``id``, ``datetime`` (RFC 3339), ``platform``,
-    ``constellation``, ``instruments``, and ``properties`` worth carrying over (processing level, baseline ...)."""
+    ``href`` (the Item or product as the user gave it; an Item read from stdin: its ``self`` link), ``id``,
+    ``datetime`` (RFC 3339), ``platform``, ``constellation``, ``instruments``, and ``properties`` worth carrying over
+    (processing level, baseline ...)."""
 
     kind: str
     href: str | None = None
@@ -149,6 +150,9 @@ class StacItem:
     def label(self) -> str:
         """How the input is named in messages and records: its location, or its id when read from stdin."""
         return self.location or self.id
+
+    def __str__(self) -> str:
+        return self.label
 
     @property
     def properties(self) -> Mapping[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -163,8 +164,11 @@ def _provenance(tags: dict[str, str], origin: SourceMetadata | None, inputs: Seq
     model = f" model {tags['RSSR_MODEL']}" if "RSSR_MODEL" in tags else ""
     steps = f", {tags['RSSR_STEPS']} steps, seed {tags.get('RSSR_SEED', '?')}" if "RSSR_STEPS" in tags else ""
     source = (origin.id if origin is not None and origin.id else None) or ", ".join(Path(p).name for p in inputs)
-    lineage = (f"Super-resolved x{tags.get('RSSR_SCALE', '?')} from {source} by rssr {version} "
-               f"({method}{model}{steps})")
+    try:
+        scale = f"{float(Fraction(tags['RSSR_SCALE'])):g}"
+    except (KeyError, ValueError, ZeroDivisionError):
+        scale = "?"
+    lineage = f"Super-resolved x{scale} from {source} by rssr {version} ({method}{model}{steps})"
     return {"processing:software": {"rssr": version}, "processing:lineage": lineage, **rssr}
 
 

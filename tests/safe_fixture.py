@@ -74,8 +74,10 @@ def _product_xml(level: str, uri: str, baseline: str, granule: str, images: list
 imageFormat="JPEG2000">{image_files}</Granule></Granule_List></Product_Organisation>
 </Product_Info>
 <Product_Image_Characteristics>
-<Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT><SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>
-<Special_Values><SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT><SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX></Special_Values>
+<Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+<SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>
+<Special_Values><SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
+<SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX></Special_Values>
 {quant}{offsets}
 </Product_Image_Characteristics>
 </n1:General_Info></n1:{root}>
@@ -90,7 +92,8 @@ def _tile_xml(level: str) -> str:
 <n1:Geometric_Info><Tile_Geocoding><HORIZONTAL_CS_NAME>WGS84 / UTM zone 29N</HORIZONTAL_CS_NAME>
 <HORIZONTAL_CS_CODE>EPSG:{EPSG}</HORIZONTAL_CS_CODE>
 <Size resolution="10"><NROWS>{SIZE}</NROWS><NCOLS>{SIZE}</NCOLS></Size>
-<Geoposition resolution="10"><ULX>{ORIGIN[0]:.0f}</ULX><ULY>{ORIGIN[1]:.0f}</ULY><XDIM>10</XDIM><YDIM>-10</YDIM></Geoposition>
+<Geoposition resolution="10"><ULX>{ORIGIN[0]:.0f}</ULX><ULY>{ORIGIN[1]:.0f}</ULY>
+<XDIM>10</XDIM><YDIM>-10</YDIM></Geoposition>
 </Tile_Geocoding></n1:Geometric_Info></n1:{tile}>
 """
 

@@ -217,8 +217,8 @@ def test_a_product_before_baseline_4_has_no_offset(tmp_path):
 def test_the_driver_tags_become_reflectance():
     """What GDAL's SENTINEL2 driver sets: the offset per band, the quantification on the dataset beside the AOT/WVP
     quantifications of other layers (which must never be taken for the reflectance's)."""
-    l2a = {"AOT_QUANTIFICATION_VALUE": "1000.0", "BOA_QUANTIFICATION_VALUE": "10000", "SPECIAL_VALUE_SATURATED": "65535",
-           "WVP_QUANTIFICATION_VALUE": "1000.0"}
+    l2a = {"AOT_QUANTIFICATION_VALUE": "1000.0", "BOA_QUANTIFICATION_VALUE": "10000",
+           "SPECIAL_VALUE_SATURATED": "65535", "WVP_QUANTIFICATION_VALUE": "1000.0"}
     r = tag_radiometry(l2a, {"BANDNAME": "B4", "BOA_ADD_OFFSET": "-1000"})
     assert (r.scale, r.offset, r.saturated) == (1e-4, -0.1, 65535.0)
     assert r.source == "metadata (BOA_ADD_OFFSET -1000, BOA_QUANTIFICATION_VALUE 10000)"  # what rssr info shows
@@ -307,7 +307,9 @@ def test_the_item_describes_the_cog_and_how_it_was_made(tmp_path):
     assert [b["common_name"] for b in data["eo:bands"]] == ["blue", "green", "red", "nir"]
     assert props["processing:software"] == {"rssr": "0.1.0"}
     assert props["rssr:method"] == "diffusion" and props["rssr:steps"] == "4" and props["rssr:seed"] == "7"
-    assert props["rssr:weights_sha256"] == "ab" * 32 and "diffusion" in props["processing:lineage"]
+    assert props["rssr:weights_sha256"] == "ab" * 32
+    assert props["processing:lineage"] == ("Super-resolved x12.5 from scene.tif by rssr 0.1.0 (diffusion model "
+                                           "rssr-s2-x12.5, 4 steps, seed 7)")
     assert props["rssr:datetime_is_processing_time"] is True  # a plain GeoTIFF says nothing about its acquisition
     assert item["links"] == [{"rel": "derived_from", "href": str(tmp_path / "scene.tif"), "title": "input"}]
     w, s, e, n = item["bbox"]
@@ -395,3 +397,137 @@ def test_a_safe_product_upscales_with_its_offset_declared(tmp_path):
         refl = dst.read(masked=True).astype(np.float64) * 1e-4 - 0.1
     expected = np.stack([reflectance(i)[20:40, 0:20] for i in range(4)])
     np.testing.assert_allclose(refl.mean(axis=(1, 2)), np.nanmean(expected, axis=(1, 2)), atol=3e-3)
+
+
+# --- item in, COG and item out (library and command line) ---------------------------------------------------------
+
+AOI_29RKH = (239980, 2759020, 240980, 2760020)  # 10 x 10 LR pixels of the AWS crops (100 m, decimated)
+
+
+def test_an_item_upscales_to_a_cog_and_its_item(tmp_path):
+    from rssr_cli.pipeline import upscale
+
+    path = _item(tmp_path, lambda data: _set_raster(data, offset=-0.1))
+    out = tmp_path / "out" / "scene_sr.tif"
+    out.parent.mkdir()
+    result = upscale(path, out, _bicubic(bbox=AOI_29RKH, bbox_crs="scene", stac=True))
+    assert result.stac == str(out.with_suffix(".json")) and result.to_dict()["stac"] == result.stac
+    item = json.loads(out.with_suffix(".json").read_text())
+    validate_item(item)
+    props, band = item["properties"], item["assets"]["data"]["raster:bands"][0]
+    with rasterio.open(out) as dst:
+        assert props["proj:shape"] == [dst.height, dst.width] and props["proj:transform"] == list(dst.transform)[:6]
+        assert props["proj:code"] == "EPSG:32629" and props["gsd"] == dst.res[0] == 8.0  # the crops are 100 m
+        assert (band["scale"], band["offset"], band["nodata"], band["data_type"]) == (1e-4, -0.1, 0, "uint16")
+    assert props["datetime"] == "2020-02-19T11:34:25.405000Z" and "rssr:datetime_is_processing_time" not in props
+    assert (props["platform"], props["constellation"], props["instruments"]) == ("sentinel-2a", "sentinel-2", ["msi"])
+    assert props["s2:processing_baseline"] == "02.14" and props["rssr:method"] == "bicubic"
+    assert item["links"][0]["rel"] == "derived_from" and item["links"][0]["href"] == str(path.resolve())
+    assert item["assets"]["data"]["href"] == "scene_sr.tif"
+
+
+def test_the_item_comes_only_after_the_cog_and_both_or_neither(tmp_path, monkeypatch):
+    import rssr_cli.pipeline
+    import rssr_cli.sink
+    from rssr_cli.pipeline import upscale
+
+    path = _item(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def no_cog(*args, **kw):
+        raise OutputError("cannot write: disk full")
+
+    monkeypatch.setattr(rssr_cli.sink, "translate_to_cog", no_cog)
+    with pytest.raises(OutputError, match="disk full"):
+        upscale(path, tmp_path / "a.tif", _bicubic(bbox=AOI_29RKH, bbox_crs="scene", stac=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    monkeypatch.undo()
+
+    def no_item(*args, **kw):
+        raise OutputError("cannot write the item: disk full")
+
+    monkeypatch.setattr(rssr_cli.pipeline, "write_item", no_item)
+    with pytest.raises(OutputError, match="the item"):
+        upscale(path, tmp_path / "b.tif", _bicubic(bbox=AOI_29RKH, bbox_crs="scene", stac=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # the COG went again
+
+
+def _cli(*args, stdin: str | None = None):
+    from click.testing import CliRunner
+
+    from rssr_cli.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+
+
+CLI_SMALL = ["--method", "bicubic", "--bbox", ",".join(map(str, AOI_29RKH)), "--bbox-crs", "scene"]
+
+
+def test_cli_item_file_and_stdin_to_item(tmp_path, monkeypatch):
+    path = _item(tmp_path)
+    out = tmp_path / "from_file.tif"
+    result = _cli("upscale", path, "-o", out, "--stac", "--json", *CLI_SMALL)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["stac"] == str(out.with_suffix(".json")) and record["input"] == str(path)
+    validate_item(json.loads(out.with_suffix(".json").read_text()))
+    monkeypatch.chdir(tmp_path)  # an Item on stdin: its relative hrefs are relative to the current folder
+    result = _cli("upscale", "-", "--stac", "--json", *CLI_SMALL, stdin=path.read_text())
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["input"] == "S2A_29RKH_20200219_0_L2A" and record["output"] == "S2A_29RKH_20200219_0_L2A_sr.tif"
+    item = json.loads((tmp_path / "S2A_29RKH_20200219_0_L2A_sr.json").read_text())
+    validate_item(item)
+    assert item["links"] == []  # no location and no self link to point at: nothing made up
+    assert "S2A_29RKH_20200219_0_L2A" in item["properties"]["processing:lineage"]
+
+
+def test_cli_never_overwrites_an_item_without_overwrite(tmp_path):
+    path = _item(tmp_path)
+    out = tmp_path / "o.tif"
+    out.with_suffix(".json").write_text("{}")
+    result = _cli("upscale", path, "-o", out, "--stac", *CLI_SMALL)
+    assert result.exit_code == 1 and "o.json exists; pass --overwrite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert out.with_suffix(".json").read_text() == "{}"
+    result = _cli("upscale", path, "-o", out, "--stac", "--overwrite", *CLI_SMALL)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".json").read_text())["id"] == "o"
+
+
+def test_cli_errors_about_items_are_one_line(tmp_path):
+    def no_red(data):
+        del data["assets"]["red"]
+
+    result = _cli("upscale", _item(tmp_path, no_red), "-o", tmp_path / "o.tif", *CLI_SMALL)
+    assert result.exit_code == 1 and "B04 (red)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = _cli("info", _item(tmp_path, lambda d: d["assets"]["nir"].update(href="./nope.tif")))
+    assert result.exit_code == 1 and "asset 'nir'" in result.stderr and "./nope.tif" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_info_shows_the_items_radiometry_band_by_band(tmp_path):
+    path = _item(tmp_path, lambda data: _set_raster(data, offset=-0.1))
+    result = _cli("info", path)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("B02", "B03", "B04", "B08"))]
+    assert len(lines) == 4 and all("DN * 0.0001 + -0.1 [STAC raster:bands]" in line for line in lines)
+    assert "asset 'nir'" in lines[3] and "STAC item S2A_29RKH_20200219_0_L2A" in result.stdout
+    record = json.loads(_cli("info", "-", "--json", stdin=path.read_text().replace("./B0", f"{tmp_path}/B0")).stdout)
+    assert [b["offset"] for b in record["bands"]] == [-0.1] * 4
+
+
+def test_cli_safe_product_to_item(tmp_path):
+    product = make_safe(tmp_path)
+    out = tmp_path / "safe_sr.tif"
+    result = _cli("upscale", product, "-o", out, "--stac", "--method", "bicubic", "--bbox",
+                  "300000,2789800,300100,2789900", "--bbox-crs", "scene")
+    assert result.exit_code == 0, result.output
+    item = json.loads(out.with_suffix(".json").read_text())
+    validate_item(item)
+    props = item["properties"]
+    assert props["gsd"] == 0.8 and props["platform"] == "sentinel-2b" and props["datetime"].startswith("2023-06-15")
+    assert props["processing:level"] == "L2A" and props["s2:processing_baseline"] == "05.09"
+    assert item["assets"]["data"]["raster:bands"][0]["offset"] == -0.1
+    assert item["links"][0]["href"] == str(product)
