@@ -531,3 +531,16 @@ def test_cli_safe_product_to_item(tmp_path):
     assert props["processing:level"] == "L2A" and props["s2:processing_baseline"] == "05.09"
     assert item["assets"]["data"]["raster:bands"][0]["offset"] == -0.1
     assert item["links"][0]["href"] == str(product)
+
+
+def test_a_resumed_finished_output_gets_its_missing_item(tmp_path):
+    from rssr_cli.pipeline import upscale
+
+    path = _item(tmp_path)
+    out = tmp_path / "r.tif"
+    upscale(path, out, _bicubic(bbox=AOI_29RKH, bbox_crs="scene"))
+    assert not out.with_suffix(".json").exists()
+    stamp = out.stat().st_mtime_ns
+    result = upscale(path, out, _bicubic(bbox=AOI_29RKH, bbox_crs="scene", stac=True, resume=True))
+    assert result.status == "skipped" and out.stat().st_mtime_ns == stamp
+    validate_item(json.loads(out.with_suffix(".json").read_text()))

@@ -13,7 +13,8 @@ from rssr_cli.cli.options import IntList, flatten_bidx, json_opt, weights_opt
 @click.argument("inputs", nargs=-1, metavar="[INPUT...]")
 @click.option("-b", "--bidx", multiple=True, type=IntList(), help="Input bands in model order, e.g. -b 2,3,4,8.")
 @click.option("--nodata", type=float, help="Input nodata value (overrides the file's).")
-@click.option("--offset", type=float, help="Sentinel-2 additive offset in DN when the metadata has none.")
+@click.option("--offset", type=float, help="Sentinel-2 additive offset in DN; replaces what the metadata or the STAC "
+              "item declare.")
 @weights_opt
 @json_opt
 def info(inputs, bidx, nodata, offset, weights, as_json):
