@@ -15,6 +15,7 @@ Only the network runs under autocast (bf16 on CUDA); sampler arithmetic and the 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, replace
@@ -36,9 +37,16 @@ from rssr_cli.model import SRModel, receptive_field
 from rssr_cli.model.config import CONSISTENCY_MODES, SAMPLER_INITS, SamplerConfig
 from rssr_cli.weights import LoadedModel, load_weights
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["DiffusionOptions", "DiffusionUpsampler", "patch_origins", "sample_tiles"]
 
 Origins = Sequence[tuple[int, int]]
+
+#: Share of the free device memory a fitted batch may take (the rest: the allocator's slack, other processes, the
+#: host-side copies), and the largest fitted batch (beyond it a GPU gains nothing but latency).
+FREE_MEMORY_SHARE = 0.7
+MAX_FITTED_BATCH = 32
 
 #: Noise keys of the ``estimate`` start's evaluation, apart from the sampler's own (0, 1, 2 ...): the two phases of
 #: one draw never share noise.
@@ -58,7 +66,8 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     """Super-resolve a batch of LR tiles (N, C, h, w) reflectance on the model's device.
 
     ``origins``: each tile's top-left pixel in a global HR grid; the noise and the network's stride grid are keyed to
-    it, so a tile's result does not depend on the batch it is in. ``sampler``: steps, start, eta, consistency, init.
+    it, so a tile's result does not depend on the batch it is in (up to float rounding: kernels may differ with
+    the batch size, which is why it is part of a run's fingerprint). ``sampler``: steps, start, eta, consistency, init.
     ``amp``: bf16 autocast for the network on CUDA. Returns the mean over ``samples`` draws (float32) and their
     unbiased standard deviation (None for one draw).
     """
@@ -98,6 +107,11 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     return mean.float(), var.sqrt().float()
 
 
+def _joined(parts: list[torch.Tensor]) -> np.ndarray:
+    """Host tensors as one array (no copy for one part: the usual case, one batch a call)."""
+    return parts[0].numpy() if len(parts) == 1 else np.concatenate([p.numpy() for p in parts])
+
+
 def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) -> torch.Tensor:
     """The sampler's ``consistency`` step (see :class:`~rssr_cli.model.config.SamplerConfig`)."""
     if mode == "backproject":
@@ -114,7 +128,8 @@ class DiffusionOptions:
     ``steps``/``start``/``eta``/``consistency``/``init``: None takes the model's defaults (``config.sampler``;
     ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean exact/none). ``seed`` and
     ``samples``: the draws; the same seed on the same device gives the same output. ``batch_size``: tiles per network
-    call (default 8 on CUDA, 1 on the CPU).
+    call (default: on CUDA as many as the free device memory takes, :meth:`DiffusionUpsampler.fit_batch_size`; 1 on
+    the CPU). ``compile``: ``torch.compile`` the network (CUDA only; ignored with a warning on the CPU).
     """
 
     method: ClassVar[str] = "diffusion"
@@ -128,11 +143,12 @@ class DiffusionOptions:
     consistency: str | bool | None = None
     init: str | None = None
     batch_size: int | None = None
+    compile: bool = False
 
     def build(self) -> "DiffusionUpsampler":
         return DiffusionUpsampler(self.weights, device=self.device, steps=self.steps, start=self.start,
                                   eta=self.eta, seed=self.seed, samples=self.samples, consistency=self.consistency,
-                                  init=self.init, batch_size=self.batch_size)
+                                  init=self.init, batch_size=self.batch_size, compile=self.compile)
 
 
 class DiffusionUpsampler:
@@ -157,6 +173,7 @@ class DiffusionUpsampler:
         consistency: str | bool | None = None,
         init: str | None = None,
         batch_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.loaded = weights if isinstance(weights, LoadedModel) else load_weights(weights, device=self.device)
@@ -165,6 +182,8 @@ class DiffusionUpsampler:
         self.seed = int(seed)
         self.samples = int(samples)
         self.batch_size = int(batch_size) if batch_size is not None else (8 if self.device.type == "cuda" else 1)
+        self._fit_batch = batch_size is None and self.device.type == "cuda"  # see fit_batch_size
+        self._fitted: dict[tuple[int, int], int] = {}
         overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency, "init": init}
         self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init)
         self.sampler: SamplerConfig = replace(self.config.sampler,
@@ -174,6 +193,14 @@ class DiffusionUpsampler:
         self.bands: tuple[str, ...] = self.config.bands
         # channels_last (NHWC) suits cuDNN's bf16 kernels and oneDNN's CPU convolutions alike (~25 % faster on CPU).
         self.model = self.loaded.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.net: SRModel = self.model  # what samples: the model, or its compiled forward
+        self.compiled = bool(compile) and self.device.type == "cuda"
+        if compile and not self.compiled:
+            logger.warning("--compile applies to CUDA devices; running the network uncompiled on the %s",
+                           self.device.type)
+        if self.compiled:
+            # The compiled module forwards everything else (prior, config, from_residual) to the model itself.
+            self.net = torch.compile(self.model)  # type: ignore[assignment]
         if self.device.type == "cpu":
             keep_big_blocks()  # see rssr_cli.memory: page faults cost a third of CPU time otherwise
 
@@ -245,13 +272,60 @@ class DiffusionUpsampler:
             raise ValueError(f"{lr.shape[0]} tiles but {len(origins)} origins")
         means, stds = [], []
         for i in range(0, lr.shape[0], self.batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(lr[i:i + self.batch_size], dtype=np.float32))
-            mean, std = sample_tiles(self.model, chunk.to(self.device), origins[i:i + self.batch_size],
-                                     self.sampler, seed=self.seed, samples=self.samples, schedule=self.schedule)
-            means.append(mean.cpu().numpy())
+            mean, std = sample_tiles(self.net, self._to_device(lr[i:i + self.batch_size]),
+                                     origins[i:i + self.batch_size], self.sampler, seed=self.seed,
+                                     samples=self.samples, schedule=self.schedule)
+            means.append(self._to_host(mean))
             if std is not None:
-                stds.append(std.cpu().numpy())
-        return TileResult(mean=np.concatenate(means), std=np.concatenate(stds) if stds else None)
+                stds.append(self._to_host(std))
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the copies into host memory have landed
+        return TileResult(mean=_joined(means), std=_joined(stds) if stds else None)
+
+    def _to_device(self, lr: np.ndarray) -> torch.Tensor:
+        """LR tiles onto the device; on CUDA through pinned (page-locked) memory, asynchronously."""
+        tiles = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+        if self.device.type != "cuda":
+            return tiles.to(self.device)
+        return tiles.pin_memory().to(self.device, non_blocking=True)
+
+    def _to_host(self, result: torch.Tensor) -> torch.Tensor:
+        """A result into host memory; on CUDA into pinned memory without waiting (the caller synchronises once)."""
+        if self.device.type != "cuda":
+            return result.cpu()
+        host = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
+        host.copy_(result, non_blocking=True)
+        return host
+
+    def fit_batch_size(self, lr_shape: tuple[int, int]) -> int | None:
+        """Tiles per network call for LR tiles of ``lr_shape`` (h, w): as many as ``FREE_MEMORY_SHARE`` of the
+        device's free memory takes, from the peak memory one tile is measured to need, rounded down to a power of two
+        (the same choice run after run on one kind of GPU; it is part of the run's fingerprint) and at most
+        ``MAX_FITTED_BATCH``. None (the batch size stays as it is) on the CPU or when ``batch_size`` was given.
+        """
+        if not self._fit_batch:
+            return None
+        if lr_shape not in self._fitted:
+            per_tile = self._tile_bytes(lr_shape)
+            free, _ = torch.cuda.mem_get_info(self.device)
+            cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+            fits = int(FREE_MEMORY_SHARE * (free + cached) // per_tile)
+            fits = max(1, min(MAX_FITTED_BATCH, fits))
+            self._fitted[lr_shape] = 1 << (fits.bit_length() - 1)
+            logger.info("batch size %d: %.0f MB a tile of %s LR px, %.1f GB free on %s", self._fitted[lr_shape],
+                        per_tile / 1e6, lr_shape, (free + cached) / 1e9, self.device)
+        return self._fitted[lr_shape]
+
+    def _tile_bytes(self, lr_shape: tuple[int, int]) -> int:
+        """Peak device memory of sampling one tile of ``lr_shape`` LR px (the uncompiled model: no compilation for a
+        probe), fixed costs included, so a batch of n needs at most n times this."""
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        lr = torch.zeros((1, len(self.bands), *lr_shape), device=self.device)
+        sample_tiles(self.model, lr, [(0, 0)], self.sampler, seed=self.seed, samples=1, schedule=self.schedule)
+        torch.cuda.synchronize(self.device)
+        return max(torch.cuda.max_memory_allocated(self.device) - base, 1)
 
     def provenance(self) -> dict[str, str]:
         return {
@@ -268,4 +342,4 @@ class DiffusionUpsampler:
             "RSSR_INIT": self.sampler.init,
             "RSSR_EVALUATIONS": str(self.sampler.evaluations),
             "RSSR_DEVICE": self.device.type,
-        }
+        } | ({"RSSR_COMPILED": "torch.compile"} if self.compiled else {})
