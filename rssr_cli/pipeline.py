@@ -363,7 +363,7 @@ class _Run:
             self.journal = Journal.join(self.files.journal, self.fp)
             stack.callback(self.journal.close)
             self.sink = stack.enter_context(self._sink(self.files.partial(reuse=True, owner=False)))
-        rows = self.world.band(len(self.tiles.rows.starts))
+        rows = self.world.band(len(self.tiles.rows.starts), carry=1)  # a band recomputes the row above it
         counter = _TileCounter(len(rows) * sum(len(c.cols) for c in self.chunks), self.progress)
         plan, aoi = self.plan, self.aoi
         mask = OutputMask(plan.window, plan.hr_grid, plan.scale,

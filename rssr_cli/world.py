@@ -110,12 +110,16 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
-    def band(self, count: int) -> range:
-        """This rank's contiguous share of ``count`` items (rows of tiles): shares differ by one item at most, in rank
-        order; with more ranks than items the last ranks get none."""
-        q, r = divmod(count, self.size)
-        start = self.rank * q + min(self.rank, r)
-        return range(start, start + q + (1 if self.rank < r else 0))
+    def band(self, count: int, carry: int = 0) -> range:
+        """This rank's contiguous share of ``count`` items (rows of tiles), in rank order, balanced so that the work of
+        the shares differs by one item at most when every share but the first also recomputes ``carry`` items before
+        it (the rows that rebuild a blender's carry); with more ranks than work the last ranks get none."""
+        if count <= 0:
+            return range(0)
+        q, r = divmod(count + carry * (self.size - 1), self.size)
+        lengths = [max(q + (1 if i < r else 0) - (carry if i else 0), 0) for i in range(self.size)]
+        start = min(sum(lengths[:self.rank]), count)
+        return range(start, min(start + lengths[self.rank], count))
 
     def share(self, count: int) -> range:
         """This rank's round-robin share of ``count`` items (the inputs of a batch): items rank, rank + size, ..."""

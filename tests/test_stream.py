@@ -75,12 +75,22 @@ def test_a_resumed_run_rebuilds_a_carry_that_two_rows_reach(utm_scene, tmp_path)
 
 @pytest.mark.parametrize("size", [1, 2, 3, 8])
 def test_shares_give_every_item_to_one_process(size):
-    for count in (0, 1, 5, 11):
+    for count in (0, 1, 2, 5, 9, 11, 92):
         bands = [World(rank, size).band(count) for rank in range(size)]
         assert [i for band in bands for i in band] == list(range(count))  # contiguous, in rank order
         assert max(map(len, bands)) - min(map(len, bands)) <= 1
         shares = sorted(i for rank in range(size) for i in World(rank, size).share(count))
         assert shares == list(range(count))
+        # Bands that recompute the row above them: the first band is longer, the work balanced.
+        bands = [World(rank, size).band(count, carry=1) for rank in range(size)]
+        assert [i for band in bands for i in band] == list(range(count))
+        work = [len(b) + (1 if b and b.start > 0 else 0) for b in bands]
+        assert max(work) == -(-(count + size - 1) // size) if count else work == [0] * size  # the least possible
+
+
+def test_the_first_band_takes_the_rows_the_others_recompute():
+    assert [World(rank, 2).band(9, carry=1) for rank in range(2)] == [range(0, 5), range(5, 9)]
+    assert [len(World(rank, 8).band(92, carry=1)) for rank in range(8)] == [13, 12, 12, 11, 11, 11, 11, 11]
 
 
 def test_one_process_needs_no_process_group():
