@@ -117,3 +117,22 @@ def test_nir_is_the_bicubic_nir_plus_detail(lr: np.ndarray, sr: np.ndarray) -> N
     assert water.mean() > 0.2 and vegetation.mean() > 0.2
     assert sr[0, 3][water].mean() < 0.06 and sr[0, 3][vegetation].mean() > 0.2
     assert (sr[0, 3][water] > 0.15).mean() < 0.05
+
+
+def test_the_measured_context_is_enough(weights_path: Path) -> None:
+    """The context stored with the shipped model (scripts/export.py measured it) keeps a tile's core within 1e-5
+    reflectance of what the receptive-field bound gives, on real pixels this test owns (not those it was measured on)."""
+    up = DiffusionUpsampler(weights_path, device="cpu", seed=0)
+    measured = up.context
+    bound = DiffusionUpsampler(weights_path, device="cpu", seed=0, steps=up.steps + 1).context
+    assert measured < bound, "the shipped model should carry a measured context"
+    core, row, col = 8, 36, 36  # LR px: the core's size and top-left in the crop
+    cores = []
+    for context in (measured, bound):
+        with rasterio.open(BOADELLA) as src:
+            window = Window(col - context, row - context, core + 2 * context, core + 2 * context)
+            lr = (src.read([2, 3, 4, 8], window=window, boundless=True).astype(np.float32) / 10000.0)[None]
+        out = up.upscale_tiles(lr, [(int((row - context) * SCALE), int((col - context) * SCALE))]).mean[0]
+        h = int(context * SCALE)
+        cores.append(out[:, h:h + int(core * SCALE), h:h + int(core * SCALE)])
+    assert np.abs(cores[0] - cores[1]).max() <= 1e-5
