@@ -148,6 +148,10 @@ def upscale(ctx: click.Context, **params) -> None:
                 if world.main:
                     click.echo(f"Error: {exc}", err=True)
                 code = exc.exit_code
+            except click.UsageError as exc:  # the same on every rank too: rank 0 prints it as click would
+                if world.main:
+                    exc.show()
+                code = exc.exit_code
     ctx.exit(code)
 
 
@@ -159,6 +163,8 @@ def _upscale(ctx: click.Context, world, inputs, output, output_dir, from_list, s
 
     paths: list = list(inputs)
     stdin_item = None
+    if world.distributed and (paths == ["-"] or from_list == "-"):
+        raise click.UsageError("under torchrun stdin reaches one process only: pass the inputs as paths or --from FILE")
     if paths == ["-"]:
         text = sys.stdin.read()
         if text.lstrip().startswith("{"):  # a STAC Item (JSON), not a list of paths
