@@ -245,7 +245,13 @@ def main() -> None:
         report["full_tile_estimate_min"] = sig(full_mpx / e2e["mpx_per_s"] / 60)
         print(f"ratio end to end / model only: {report['end_to_end_over_model_only']:.2f}; a full tile at this "
               f"rate: {report['full_tile_estimate_min']} min", flush=True)
-        report["scaling"] = scaling(scene, bbox, tile_size, nprocs, upsampler.batch_size, folder,
+        # Processes sharing a GPU share its memory: each gets a part of the batch this process fitted (the same batch
+        # for every N, so that the outputs can be compared bit for bit), and this process lets go of its cache.
+        per_gpu = -(-max(nprocs) // max(gpus, 1)) if device.type == "cuda" else 1
+        report["scaling_batch"] = max(1, upsampler.batch_size // per_gpu)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        report["scaling"] = scaling(scene, bbox, tile_size, nprocs, report["scaling_batch"], folder,
                                     device.type == "cpu")
     report["machine"]["load_1min_after"] = round(os.getloadavg()[0], 2)
     args.out.mkdir(parents=True, exist_ok=True)
