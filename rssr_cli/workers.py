@@ -9,7 +9,9 @@ method keeps the main thread (on a GPU: launching its kernels and waiting for it
 Both keep the order of the work and its arithmetic exactly as one thread would, so outputs do not change; both hold a
 bounded amount of work (one item ahead; ``depth`` queued calls), so memory does not grow with the scene; and both
 raise a failure of their thread in the caller and wait for what is running on it before they are left, so nothing
-touches a file or dataset after its owner has closed it.
+touches a file or dataset after its owner has closed it. Their threads run in the GDAL environment of the code that
+created them (rasterio's ``Env`` is per thread): the pipeline's cache size, the user's ``--config`` options, and
+rasterio's handling of GDAL's warnings (without it libtiff's warnings would reach stderr).
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+import rasterio
+
 __all__ = ["OrderedWorker", "Prefetched"]
 
 T = TypeVar("T")
 
 _END = object()
+
+
+def _callers_env() -> dict[str, Any]:
+    """The GDAL configuration of the calling thread's rasterio environment (empty when it has none)."""
+    return dict(rasterio.env.getenv()) if rasterio.env.hasenv() else {}
 
 
 class OrderedWorker:
@@ -35,6 +44,7 @@ class OrderedWorker:
 
     def __init__(self, depth: int = 4, name: str = "rssr-worker") -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._gdal = _callers_env()
         self._pending: deque[Future[None]] = deque()
         self._depth = depth
         self._failed = False
@@ -48,7 +58,8 @@ class OrderedWorker:
         if self._failed:
             return
         try:
-            fn(*args)
+            with rasterio.Env(**self._gdal):
+                fn(*args)
         except BaseException:
             self._failed = True
             raise
@@ -77,10 +88,12 @@ class Prefetched(Generic[T]):
     def __init__(self, items: Iterable[T], name: str = "rssr-prefetch") -> None:
         self._items = iter(items)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._gdal = _callers_env()
         self._next: Future[Any] | None = None
 
     def _produce(self) -> Any:
-        return next(self._items, _END)
+        with rasterio.Env(**self._gdal):
+            return next(self._items, _END)
 
     def __iter__(self) -> Iterator[T]:
         self._next = self._pool.submit(self._produce)

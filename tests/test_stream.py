@@ -188,3 +188,23 @@ def test_a_second_process_joins_the_scratch_and_journal_and_never_creates_them(t
     journal.close()
     joined.close()
     assert Journal.load(journal_path).done == {(0, 0): 10, (0, 3): 5, (0, 4): 5}
+
+
+def test_worker_threads_run_in_the_callers_gdal_environment() -> None:
+    """rasterio's Env is per thread: the reading and blending threads must see the pipeline's GDAL options (cache
+    size, the user's --config) and rasterio's warning handling, or libtiff's warnings reach stderr."""
+    import rasterio
+
+    from rssr_cli.workers import OrderedWorker, Prefetched
+
+    def option() -> object:
+        return rasterio.env.getenv().get("RSSR_TEST_OPTION") if rasterio.env.hasenv() else None
+
+    seen: list[object] = []
+    with rasterio.Env(RSSR_TEST_OPTION="yes"):
+        with Prefetched(option() for _ in range(2)) as items:
+            seen += list(items)
+        with OrderedWorker() as worker:
+            worker.put(lambda: seen.append(option()))
+            worker.drain()
+    assert seen == ["yes", "yes", "yes"]
