@@ -23,7 +23,7 @@ import numpy as np
 import rasterio
 
 from rssr_cli.atomic import atomic_write
-from rssr_cli.errors import OutputError, RssrError
+from rssr_cli.errors import OutputError, RssrError, underlying_reason
 
 OVERVIEW_RESAMPLINGS = ("average", "nearest", "bilinear", "cubic", "lanczos", "gauss", "rms")
 OUTPUT_DTYPES = ("auto", "uint16", "int16", "float32")
@@ -127,15 +127,7 @@ def _reason(exc: Exception, printed: str = "") -> str:
     lines = [line.strip().rstrip(".") for line in printed.splitlines() if line.strip()]
     if lines:
         return lines[-1].split(": ", 1)[-1]
-    texts: list[str] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(texts) < 10:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-        texts.append(str(cause).strip())
-        cause = cause.__cause__ or cause.__context__
-    useful = [t for t in texts if t and "previous exception" not in t]
-    return useful[-1].splitlines()[-1] if useful else type(exc).__name__
+    return underlying_reason(exc)
 
 
 def _translate(scratch: Path, output: Path, options: CogOptions, workdir: Path | None) -> None:

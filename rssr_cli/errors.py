@@ -67,3 +67,23 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def underlying_reason(exc: BaseException) -> str:
+    """The most specific words in ``exc``'s chain of causes: the OS's (``No space left on device``) when there are
+    some, else the deepest of GDAL's messages (rasterio's own, "Read failed. See previous exception for details.",
+    says nothing), without libtiff's function-name prefix."""
+    texts: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(texts) < 10:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        texts.append(str(cause).strip())
+        cause = cause.__cause__ or cause.__context__
+    useful = [t for t in texts if t and "previous exception" not in t]
+    if not useful:
+        return type(exc).__name__
+    last = useful[-1].splitlines()[-1]
+    head, sep, rest = last.partition(":")
+    return rest.strip() if sep and head.startswith("TIFF") and " " not in head else last
+

@@ -34,7 +34,7 @@ from rssr_cli.bands import (
     identify_band,
     metadata_radiometry,
 )
-from rssr_cli.errors import InputError
+from rssr_cli.errors import InputError, underlying_reason
 from rssr_cli.safe import DRIVER as SAFE_DRIVER
 from rssr_cli.safe import product_metadata, product_nodata, product_path
 from rssr_cli.stac import SourceMetadata, StacItem, looks_like_item, read_item
@@ -146,7 +146,8 @@ class Scene:
                 if self._use_file_masks:
                     masked |= ds.read_masks(band.bidx, window=inner) == 0
             except rasterio.errors.RasterioIOError as exc:
-                raise InputError(f"cannot read {self.paths[band.file]}: {str(exc).splitlines()[0]}") from None
+                raise InputError(f"cannot read {self.paths[band.file]} (truncated or damaged?): "
+                                 f"{underlying_reason(exc)}") from None
         # A declared nodata value marks a pixel invalid in any band; the default (DN 0, no declaration) only when every
         # band is 0, as outside a Sentinel-2 swath: one band at 0 (NIR over dark water) is a real, clipped value.
         data, valid = dn_to_reflectance(dn, self.radiometry, nodata=self.nodata,

@@ -220,7 +220,9 @@ def test_bad_members_of_a_batch_cost_only_themselves(tmp_path):
                       "all_nodata": "error", "garbage": "error", "good2": "ok"}
     errors = {Path(r["input"]).stem: r["error"] for r in records if r["error"]}
     assert "not georeferenced" in errors["nocrs"] and "rssr needs 4" in errors["two_bands"]
-    assert "cannot read" in errors["truncated"] and "cannot open" in errors["garbage"]
+    assert "cannot read" in errors["truncated"] and "truncated or damaged" in errors["truncated"]
+    assert "previous exception" not in errors["truncated"]  # GDAL's own words, not rasterio's wrapper
+    assert "cannot open" in errors["garbage"]
     assert sorted(p.name for p in outdir.iterdir()) == ["good1_sr.tif", "good2_sr.tif"]  # nothing else, hidden or not
     for name in ("good1", "good2"):
         with rasterio.open(outdir / f"{name}_sr.tif") as dst:
