@@ -80,3 +80,14 @@ def random_model(config, seed: int = 0):
         for p in model.parameters():
             p.copy_(0.3 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+def write_boadella_utm(folder: Path) -> Path:
+    """The real Boadella L2A crop as a 4-band uint16 scene (B02 B03 B04 B08, DN >= 1, nodata 0) on a UTM grid: small
+    real pixels for tests that run rssr in subprocesses."""
+    import rasterio
+
+    with rasterio.open(BOADELLA) as src:
+        data = np.maximum(src.read([2, 3, 4, 8]), 1).astype(np.uint16)
+    return write_raster(folder / "utm.tif", data, nodata=0, descriptions=["B02", "B03", "B04", "B08"])
+

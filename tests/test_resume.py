@@ -77,12 +77,9 @@ def total_units(out: Path) -> int:
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import BOADELLA
+    from conftest import write_boadella_utm
 
-    with rasterio.open(BOADELLA) as src:
-        data = np.maximum(src.read([2, 3, 4, 8]), 1).astype(np.uint16)
-    return write_raster(tmp_path_factory.mktemp("scene") / "utm.tif", data, nodata=0,
-                        descriptions=["B02", "B03", "B04", "B08"])
+    return write_boadella_utm(tmp_path_factory.mktemp("scene"))
 
 
 @pytest.fixture(scope="module")
