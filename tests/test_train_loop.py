@@ -193,3 +193,36 @@ def test_nan_loss_stops_with_a_clear_message(cache_path, tmp_path, monkeypatch):
     monkeypatch.setattr(diffusion, "diffusion_loss", poisoned)
     with pytest.raises(TrainingError, match="loss became nan at step 1"):
         train(_config(cache_path, tmp_path / "nan"))
+
+
+@pytest.mark.slow
+def test_init_fine_tunes_from_a_weights_file(cache_path, tmp_path):
+    """init = WEIGHTS starts from those weights (architecture and normalisation included), not from random ones."""
+    from rssr_cli.weights import load_weights
+
+    first = load_weights(train(_config(cache_path, tmp_path / "first", steps=2)).weights)
+    # A learning rate too small to move any weight: the fine-tuned EMA export must be the starting weights.
+    tuned_path = train(_config(cache_path, tmp_path / "tuned", steps=1, lr=1e-30, weight_decay=0.0, seed=7,
+                               init=str(tmp_path / "first" / "model.safetensors"),
+                               **{"model.arch.widths": [8, 8]})).weights
+    tuned = load_weights(tuned_path)
+    assert tuned.config.arch == first.config.arch  # [model] is ignored: the file's architecture is used
+    assert tuned.config.normalization == first.config.normalization
+    for name, value in first.model.state_dict().items():
+        torch.testing.assert_close(tuned.model.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+    assert tuned.provenance["train_config"]["init"].endswith("model.safetensors")
+    # Without init the same seed gives other weights: the check above can fail.
+    fresh = load_weights(train(_config(cache_path, tmp_path / "fresh", steps=1, lr=1e-30, weight_decay=0.0,
+                                       seed=7)).weights)
+    assert any(not torch.allclose(fresh.model.state_dict()[n], v) for n, v in first.model.state_dict().items())
+
+
+def test_init_refuses_weights_for_another_scale(cache_path, tmp_path):
+    from rssr_cli.model import ModelConfig, build_model
+    from rssr_cli.weights import save_weights
+
+    config = ModelConfig.tiny().replace(scale=Fraction(10))
+    other = tmp_path / "x10.safetensors"
+    save_weights(other, build_model(config), config)
+    with pytest.raises(UsageError, match="at x10, .* at x25/2"):
+        train(_config(cache_path, tmp_path / "run", steps=1, init=str(other)))

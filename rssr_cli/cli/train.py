@@ -164,12 +164,16 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
 @click.option("--resume", is_flag=True, help="Continue exactly where the run in --out stopped (model, optimiser, "
               "EMA, step, random state).")
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), help="Continue from this checkpoint.")
+@click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False),
+              help="Fine-tune: start from this weights file (its architecture; a fresh optimiser), e.g. the shipped "
+              "model.")
 @overwrite_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
 def train(ctx: click.Context, data: str | None, config_path: str | None, out: str | None, steps: int | None,
           batch_size: int | None, learning_rate: float | None, synthetic_lr: bool | None, overrides: tuple[str, ...],
-          device: str, resume: bool, resume_from: str | None, overwrite: bool, as_json: bool) -> None:
+          device: str, resume: bool, resume_from: str | None, init_weights: str | None, overwrite: bool,
+          as_json: bool) -> None:
     """Train on DATA: a patch cache from `rssr prepare` (.npz) or an archive (prepared on the fly).
 
     Several GPUs: torchrun --nproc-per-node N -m rssr_cli train ... (batch size is per process).
@@ -187,7 +191,7 @@ def train(ctx: click.Context, data: str | None, config_path: str | None, out: st
         key, value = split_override(text)
         sets[key] = parse_value(value)
     for key, value in (("data", data), ("out", out), ("steps", steps), ("batch_size", batch_size),
-                       ("lr", learning_rate)):
+                       ("lr", learning_rate), ("init", init_weights)):
         if value is not None:
             sets[key] = value
     if device != "auto":

@@ -33,7 +33,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "normalize_from_data": (bool,), "val_fraction": _FLOAT, "val_every": _INT, "val_max_patches": _INT,
     "val_steps": _INT, "checkpoint_every": _INT, "log_every": _INT, "seed": _INT, "betas": (list, tuple),
     "model": (dict,), "prepare": (dict,), "radiometric": (bool,), "brightness": (list, tuple),
-    "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT,
+    "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT, "init": (str,),
 }
 
 
@@ -72,13 +72,16 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "auto"
+    # Fine-tuning: a weights file (rssr train's model.safetensors, or the shipped model) to start from instead of
+    # random weights. Its architecture and normalisation are used ([model] is ignored); the optimiser starts fresh.
+    init: str | None = None
     model: Mapping[str, Any] = field(default_factory=dict)
     prepare: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, kinds in _TYPES.items():
             value = getattr(self, name)
-            if value is None and name in ("crop", "val_steps"):
+            if value is None and name in ("crop", "val_steps", "init"):
                 continue
             if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
                 expected = " or ".join(k.__name__ for k in kinds)

@@ -66,7 +66,7 @@ from rssr_cli.train.data import (
 )
 from rssr_cli.train.distributed import Distributed, LossModel, setup_distributed, wrap_for_training
 from rssr_cli.train.ema import EMA
-from rssr_cli.weights import save_weights
+from rssr_cli.weights import LoadedModel, load_weights, save_weights
 
 __all__ = ["CHECKPOINT_FORMAT", "Progress", "TrainResult", "Trainer", "batch_indices", "learning_rate",
            "split_indices", "train", "validate"]
@@ -180,14 +180,20 @@ class Trainer:
     def setup(self, state: dict[str, Any] | None) -> None:
         """Data, model, optimiser, EMA; restored from ``state`` when resuming."""
         self.load_data()
+        initial = None
         if state is not None:
             check_resumable(state, self.config, patches=len(self.cache), world=self.dist.world,
                             data_name=self.data_name)
             self.model_config = ModelConfig.from_dict(state["model_config"])
+        elif self.config.init is not None:
+            initial = self.initial_weights(self.config.init)
+            self.model_config = initial.config
         else:
             self.model_config = self.fresh_model_config()
         torch.manual_seed(derive_seed(self.config.seed, Stream.INITIAL_WEIGHTS))  # identical on every rank
         self.model = build_model(self.model_config).to(self.device)
+        if initial is not None:
+            self.model.load_state_dict(initial.model.state_dict())
         self.schedule = diffusion.NoiseSchedule.from_config(self.model_config.schedule)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, betas=self.config.betas,
                                            weight_decay=self.config.weight_decay)
@@ -217,6 +223,15 @@ class Trainer:
         if self.config.normalize_from_data:
             mc = mc.replace(normalization=normalization_from_data(self.train_cache, mc.normalization))
         return mc
+
+    def initial_weights(self, path: str) -> LoadedModel:
+        """The weights a fine-tuning run starts from; they must be for the cache's bands and scale."""
+        loaded = load_weights(path)
+        config = loaded.config
+        if tuple(config.bands) != tuple(self.cache.bands) or config.scale != self.cache.scale:
+            raise UsageError(f"init = {path}: the weights are for bands {','.join(config.bands)} at x{config.scale}, "
+                             f"{self.data_name} has {','.join(self.cache.bands)} at x{self.cache.scale}")
+        return loaded
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` stopped: weights, optimiser, EMA, step, metrics, global RNG states, and the log
