@@ -209,12 +209,19 @@ def _plan(scene: Scene, inputs: tuple[str, ...], output: Path, options: UpscaleO
     window = snapped_window(scene.grid, aoi, upsampler.scale)
     tiles = plan_tiles(window, upsampler.scale, tile_size=options.tile_size, overlap=options.overlap,
                        context=max(upsampler.context, options.overlap // 2))
+    if not scene.any_valid(window):  # refused before any tile is computed (the commit checks the AOI's pixels)
+        raise _nothing_to_do(inputs)
     lr_grid = scene.grid.window(window)
     plan = UpscalePlan(inputs=inputs, output=str(output), window=window, lr_grid=lr_grid,
                        hr_grid=lr_grid.zoom(upsampler.scale), tiles=tiles.count, bands=upsampler.bands,
                        dtype=_output_dtype(options.dtype, scene), scale=upsampler.scale,
                        with_std=upsampler.samples > 1, free_bytes=free_bytes(output.parent))
     return plan, tiles, aoi
+
+
+def _nothing_to_do(inputs: Sequence[str]) -> InputError:
+    return InputError(f"{', '.join(inputs)}: every input pixel in the window is nodata; there is nothing to "
+                      "super-resolve (choose another --bbox/--aoi, or check --nodata)")
 
 
 def _inputs(inputs: str | Path | StacItem | Sequence[str | Path]) -> tuple[str, ...]:
@@ -379,8 +386,7 @@ class _Run:
             return
         valid = self.journal.valid_on_disk() if self.world.distributed else self.journal.valid_pixels
         if valid == 0:
-            raise InputError(f"{', '.join(self.plan.inputs)}: every input pixel in the window is nodata; there is "
-                             "nothing to super-resolve (choose another --bbox/--aoi, or check --nodata)")
+            raise _nothing_to_do(self.plan.inputs)
         self.sink.commit()
         self.write_item(fresh=True)
 

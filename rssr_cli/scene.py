@@ -123,6 +123,19 @@ class Scene:
     def band_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bands)
 
+    def any_valid(self, window: Window, *, pixels_per_read: int = 1 << 22) -> bool:
+        """Whether ``window`` holds at least one valid pixel (as :meth:`read` decides). Read in strips of rows, so
+        memory stays bounded, and stopped at the first valid pixel: a scene with data costs one strip, an empty one a
+        read of its window (far cheaper than computing its tiles)."""
+        r_lo, r_hi = max(int(window.row_off), 0), min(int(window.row_off + window.height), self.grid.height)
+        c_lo, c_hi = max(int(window.col_off), 0), min(int(window.col_off + window.width), self.grid.width)
+        rows = max(1, pixels_per_read // max(c_hi - c_lo, 1))
+        for row in range(r_lo, r_hi, rows):
+            _, valid = self.read(Window(c_lo, row, c_hi - c_lo, min(rows, r_hi - row)))
+            if valid.any():
+                return True
+        return False
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Reflectance (C, h, w) float32 and validity (h, w) bool for ``window``, which may extend beyond the scene.
 

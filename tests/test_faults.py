@@ -19,13 +19,15 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.windows import Window
 from click.testing import CliRunner
 
 from conftest import BOADELLA, NOCRS, write_raster
 from rssr_cli.cli import main
-from rssr_cli.errors import OutputError
+from rssr_cli.errors import InputError, OutputError
 from rssr_cli.methods import BicubicOptions
 from rssr_cli.pipeline import UpscaleOptions, plan_upscale, upscale
+from rssr_cli.scene import open_scene
 
 #: 64 x 64 LR px (800 x 800 HR px, 5.1 MB as uint16): the run needs about 15 MB with its scratch.
 WINDOW = ["--bbox", "500000,5199080,500640,5199720", "--bbox-crs", "scene", "--tile-size", "8", "--overlap", "2"]
@@ -237,11 +239,28 @@ def test_bad_members_of_a_batch_cost_only_themselves(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir()} == mtimes
 
 
-def test_an_all_nodata_input_writes_nothing(tmp_path):
+def test_an_all_nodata_input_writes_nothing_and_computes_nothing(tmp_path):
     path = write_raster(tmp_path / "empty.tif", np.zeros((4, 16, 16), np.uint16), nodata=0, descriptions=BANDS)
-    with pytest.raises(Exception, match="nodata"):
-        upscale(path, tmp_path / "o.tif", UpscaleOptions(method=BicubicOptions()))
+    upsampler = BicubicOptions().build()
+    computed = []
+    original = upsampler.upscale_tiles
+    upsampler.upscale_tiles = lambda *a, **k: computed.append(1) or original(*a, **k)
+    with pytest.raises(InputError, match="every input pixel in the window is nodata"):
+        upscale(path, tmp_path / "o.tif", UpscaleOptions(method=BicubicOptions()), upsampler=upsampler)
+    assert computed == []  # refused before the first tile, not after all of them
+    with pytest.raises(InputError, match="nodata"):  # --dry-run says so too
+        plan_upscale(path, tmp_path / "o.tif", UpscaleOptions(method=BicubicOptions()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif"]
+
+
+def test_a_window_valid_only_in_its_last_row_is_taken(tmp_path):
+    data = np.zeros((4, 16, 16), np.uint16)
+    data[:, 15, 3] = 1200
+    path = write_raster(tmp_path / "corner.tif", data, nodata=0, descriptions=BANDS)
+    with open_scene((str(path),), bidx=None, bands=tuple(BANDS), nodata=None, offset=None) as scene:
+        assert scene.any_valid(Window(0, 0, 16, 16), pixels_per_read=16)  # 16 strips of one row: the last one counts
+        assert not scene.any_valid(Window(0, 0, 16, 15), pixels_per_read=16)
+        assert scene.any_valid(Window(-4, 10, 12, 12), pixels_per_read=16)  # a window reaching outside the scene
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
