@@ -202,11 +202,13 @@ def test_init_fine_tunes_from_a_weights_file(cache_path, tmp_path):
 
     first = load_weights(train(_config(cache_path, tmp_path / "first", steps=2)).weights)
     # A learning rate too small to move any weight: the fine-tuned EMA export must be the starting weights.
+    init = str(tmp_path / "first" / "model.safetensors")
+    with pytest.raises(UsageError, match="may only set loss; remove arch"):  # the architecture is the file's
+        train(_config(cache_path, tmp_path / "refused", steps=1, init=init).replace(model={"arch": {"widths": [8]}}))
     tuned_path = train(_config(cache_path, tmp_path / "tuned", steps=1, lr=1e-30, weight_decay=0.0, seed=7,
-                               init=str(tmp_path / "first" / "model.safetensors"),
-                               **{"model.arch.widths": [8, 8]})).weights
+                               init=init).replace(model={"loss": "l2"})).weights
     tuned = load_weights(tuned_path)
-    assert tuned.config.arch == first.config.arch  # [model] is ignored: the file's architecture is used
+    assert tuned.config.arch == first.config.arch and tuned.config.loss == "l2" and first.config.loss == "l1"
     assert tuned.config.normalization == first.config.normalization
     for name, value in first.model.state_dict().items():
         torch.testing.assert_close(tuned.model.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
@@ -225,4 +227,4 @@ def test_init_refuses_weights_for_another_scale(cache_path, tmp_path):
     other = tmp_path / "x10.safetensors"
     save_weights(other, build_model(config), config)
     with pytest.raises(UsageError, match="at x10, .* at x25/2"):
-        train(_config(cache_path, tmp_path / "run", steps=1, init=str(other)))
+        train(_config(cache_path, tmp_path / "run", steps=1, init=str(other)).replace(model={}))

@@ -115,6 +115,20 @@ def validate(model: SRModel, val_cache: PatchCache, config: TrainConfig, device:
     return {"val_psnr": pm, "val_psnr_bicubic": pb, "val_psnr_gain": pm - pb, "val_patches": n}
 
 
+#: What a fine-tuning run ([train] init) may change in the [model] of its weights: the training loss only (the
+#: architecture, normalisation and what the network predicts are the weights').
+FINE_TUNING_KEYS = ("loss",)
+
+
+def fine_tuning_changes(model_table: dict[str, Any], init: str) -> dict[str, Any]:
+    """The [model] keys a run with ``init`` applies to its weights' config; any other key is refused, not ignored."""
+    other = sorted(set(model_table) - set(FINE_TUNING_KEYS))
+    if other:
+        raise UsageError(f"init = {init}: the model comes from the weights file, so [model] may only set "
+                         f"{', '.join(FINE_TUNING_KEYS)}; remove {', '.join(other)}")
+    return {k: model_table[k] for k in FINE_TUNING_KEYS if k in model_table}
+
+
 def _due(done: int, every: int, last: int) -> bool:
     """Every ``every`` steps, and always at the last one."""
     return done % every == 0 or done == last
@@ -187,7 +201,7 @@ class Trainer:
             self.model_config = ModelConfig.from_dict(state["model_config"])
         elif self.config.init is not None:
             initial = self.initial_weights(self.config.init)
-            self.model_config = initial.config
+            self.model_config = initial.config.replace(**fine_tuning_changes(self.config.model, self.config.init))
         else:
             self.model_config = self.fresh_model_config()
         torch.manual_seed(derive_seed(self.config.seed, Stream.INITIAL_WEIGHTS))  # identical on every rank
