@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> Path:
         loaded = load_weights(src)
         model, config, provenance = loaded.model, loaded.config, dict(loaded.provenance)
     changes = {k: getattr(args, k) for k in ("steps", "start", "eta", "consistency", "init")}
-    sampler = dataclasses.replace(config.sampler, **{k: v for k, v in changes.items() if v is not None})
+    # A context measured before belongs to the sampler it was measured with: start from the receptive-field bound.
+    sampler = dataclasses.replace(config.sampler, context=None, **{k: v for k, v in changes.items() if v is not None})
     config = config.replace(sampler=sampler)
     fresh = build_model(config)
     fresh.load_state_dict(model.state_dict())
