@@ -23,8 +23,12 @@ MAX_SPECKLE = 1.5
 #: How much of the best score (psnr_gain + 10 * ssim_gain, dB-like) the rule gives up for detail: invisible in the
 #: image, while a deterministic few-step sampler otherwise always prefers the blurriest, posterior-mean-like setting.
 SCORE_TOLERANCE = 0.1
+#: The most network evaluations a default may take: v2.1's default (issue 12: no slower than before, aim for half).
+MAX_EVALUATIONS = 3
 RULE = ("a consistency step on (without one the model shifted band means by up to 11 % on real Sentinel-2, see "
-        "weights/README.md); among settings with validation PSNR >= bicubic's, consistency L1 <= bicubic's, "
+        "weights/README.md), an LR start (start < 1: t0 < T, issue 12; from noise is scored for comparison) and at "
+        f"most {MAX_EVALUATIONS} network evaluations (the cost of the previous default); "
+        "among settings with validation PSNR >= bicubic's, consistency L1 <= bicubic's, "
         f"speckle <= {MAX_SPECKLE} and detail above bicubic's: the one with the most detail among those whose "
         f"psnr_gain + 10 * ssim_gain is within {SCORE_TOLERANCE} of the best, ties to fewer network evaluations; if "
         "none qualifies, the best PSNR")
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"({row['psnr_gain']:+.3f}) ssim {r['ssim']:.4f} ({row['ssim_gain']:+.4f}) detail {r['detail']:.4f} "
               f"speckle {r['speckle'] or float('nan'):.2f} cons {r['consistency_l1']:.6f} [{row['seconds']:.0f} s]",
               file=sys.stderr)
-    ok = [r for r in rows if r["consistency"] != "none" and r["psnr_gain"] >= 0
+    ok = [r for r in rows if r["consistency"] != "none" and r["start"] < 1.0 and r["evaluations"] <= MAX_EVALUATIONS
+          and r["psnr_gain"] >= 0
           and r["consistency_l1"] <= base["consistency_l1"] and (r["speckle"] or 0) <= MAX_SPECKLE
           and r["detail"] > base["detail"]]
     pick = _choose(ok) if ok else max(rows, key=lambda r: r["psnr_gain"])
