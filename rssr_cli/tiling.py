@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from rssr_cli.errors import UsageError
 
 #: Defaults in LR pixels: 128 px cores (1600 HR px at 12.5x) overlapping by 8 px (100 HR px of cosine ramp). Each tile
-#: also computes its context (8 LR px each side with the default model), so larger tiles waste less: 64 px tiles did
+#: also computes its context (10 LR px each side with the default model), so larger tiles waste less: 64 px tiles did
 #: 2.0x the output's work, 128 px tiles 1.4x, for about 0.6 GB more memory (benchmarks/upscale_speed.py).
 DEFAULT_TILE_SIZE = 128
 DEFAULT_OVERLAP = 8
