@@ -165,8 +165,8 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
               "EMA, step, random state).")
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False), help="Continue from this checkpoint.")
 @click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False),
-              help="Fine-tune: start from this weights file (its architecture; a fresh optimiser), e.g. the shipped "
-              "model.")
+              help="Fine-tune: start from this weights file (its architecture and normalisation, a fresh optimiser; "
+              "[model] may only set loss), e.g. the shipped model.")
 @overwrite_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context

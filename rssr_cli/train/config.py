@@ -73,7 +73,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     # Fine-tuning: a weights file (rssr train's model.safetensors, or the shipped model) to start from instead of
-    # random weights. Its architecture and normalisation are used ([model] is ignored); the optimiser starts fresh.
+    # random weights. Its architecture and normalisation are used ([model] may only set `loss`); the optimiser starts
+    # fresh.
     init: str | None = None
     model: Mapping[str, Any] = field(default_factory=dict)
     prepare: Mapping[str, Any] = field(default_factory=dict)
