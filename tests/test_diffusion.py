@@ -20,7 +20,9 @@ from rssr_cli.diffusion import (
     ddim_timesteps,
     ddpm_sample,
     diffusion_loss,
+    draw_timesteps,
     lr_start_sample,
+    lr_start_timesteps,
     positional_noise,
     tile_noise,
 )
@@ -153,6 +155,35 @@ def test_lr_start_begins_at_the_noised_lr(schedule: NoiseSchedule) -> None:
     t0 = schedule.start_index(0.3)
     assert [t for _, t in seen] == ddim_timesteps(t0, 3)
     torch.testing.assert_close(seen[0][0], (1 - schedule.alphas_cumprod[t0]).sqrt().float() * z0)
+
+
+@pytest.mark.parametrize("init, steps, start", [("estimate", 1, 0.3), ("estimate", 4, 0.5), ("bicubic", 2, 0.6)])
+def test_lr_start_timesteps_are_the_steps_the_shipped_sampler_evaluates(init: str, steps: int, start: float) -> None:
+    """What fine-tuning focuses on (train.sampler_focus) is where ``rssr upscale``'s sampling calls the network."""
+    from rssr_cli.methods.diffusion import sample_tiles
+    from rssr_cli.model import SamplerConfig
+
+    model = random_tiny_model(seed=3)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(int(args[1][0])))
+    sampler = SamplerConfig(steps=steps, start=start, init=init, consistency="none")
+    lr = 0.1 + 0.02 * torch.rand(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    sample_tiles(model, lr, [(0, 0)], sampler, seed=0, amp=False)
+    schedule = NoiseSchedule.from_config(model.config.schedule)
+    assert seen == lr_start_timesteps(schedule, steps=steps, start=start, estimate=init == "estimate")
+    assert len(seen) == sampler.evaluations
+
+
+def test_draw_timesteps_mixes_uniform_and_focus_steps(schedule: NoiseSchedule) -> None:
+    uniform = draw_timesteps(64, schedule, torch.Generator().manual_seed(5))
+    # focus 0 is the plain uniform draw, so runs without a focus train exactly as before
+    torch.testing.assert_close(uniform, torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(5)))
+    only = draw_timesteps(500, schedule, torch.Generator().manual_seed(5), focus=1.0, focus_steps=[49, 14])
+    assert set(only.tolist()) == {49, 14}
+    half = draw_timesteps(4000, schedule, torch.Generator().manual_seed(5), focus=0.5, focus_steps=[49, 14])
+    share = float(((half == 49) | (half == 14)).float().mean())
+    assert 0.45 < share < 0.6  # 0.5 focused plus the uniform draws that land there by chance (2/50 of the rest)
+    assert len(set(half.tolist())) > 40  # and the other steps stay trained
 
 
 def test_same_seed_same_output_different_seed_different(schedule: NoiseSchedule) -> None:

@@ -219,6 +219,33 @@ def test_init_fine_tunes_from_a_weights_file(cache_path, tmp_path):
     assert any(not torch.allclose(fresh.model.state_dict()[n], v) for n, v in first.model.state_dict().items())
 
 
+def test_sampler_focus_trains_at_the_samplers_steps(cache_path, tmp_path, monkeypatch):
+    """sampler_focus = 1: every training step t is one the model's sampler evaluates; 0 (the default): uniform."""
+    import rssr_cli.diffusion as diffusion
+    from rssr_cli.weights import load_weights
+
+    real, drawn = diffusion.diffusion_loss, []
+
+    def spy(*args, t=None, **kwargs):
+        drawn.append(t)
+        return real(*args, t=t, **kwargs)
+
+    monkeypatch.setattr(diffusion, "diffusion_loss", spy)
+    model = {"preset": "tiny", "sampler": {"steps": 2, "start": 0.5, "init": "estimate"}}
+    result = train(_config(cache_path, tmp_path / "focus", steps=3, batch_size=4, sampler_focus=1.0)
+                   .replace(model=model))
+    config = load_weights(result.weights).config
+    schedule = diffusion.NoiseSchedule.from_config(config.schedule)
+    expected = diffusion.lr_start_timesteps(schedule, steps=2, start=0.5, estimate=True)
+    assert len(expected) == 3 and len(drawn) == 3
+    assert set(torch.cat(drawn).tolist()) <= set(expected)
+    drawn.clear()
+    train(_config(cache_path, tmp_path / "uniform", steps=2).replace(model=model))
+    assert drawn == [None, None]
+    with pytest.raises(UsageError, match="sampler_focus must be in"):
+        _config(cache_path, tmp_path / "bad", sampler_focus=1.5)
+
+
 def test_init_refuses_weights_for_another_scale(cache_path, tmp_path):
     from rssr_cli.model import ModelConfig, build_model
     from rssr_cli.weights import save_weights

@@ -19,7 +19,8 @@ import torch
 
 from rssr_cli.diffusion.schedule import NoiseSchedule
 
-__all__ = ["Denoiser", "NoiseSource", "ddim_sample", "ddim_timesteps", "ddpm_sample", "lr_start_sample"]
+__all__ = ["Denoiser", "NoiseSource", "ddim_sample", "ddim_timesteps", "ddpm_sample", "lr_start_sample",
+           "lr_start_timesteps"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseSource = Union[torch.Generator, Callable[[int], torch.Tensor]]
@@ -48,6 +49,14 @@ def ddim_timesteps(t0: int, steps: int) -> list[int]:
     if steps == 1:
         return [t0]
     return [round(t0 - i * t0 / (steps - 1)) for i in range(steps)]
+
+
+def lr_start_timesteps(schedule: NoiseSchedule, *, steps: int, start: float, estimate: bool) -> list[int]:
+    """Every step index at which :func:`lr_start_sample` evaluates the network, in order: T−1 first when the start
+    is the network's own estimate (``init = "estimate"``, one step from noise), then the ``steps`` DDIM steps from
+    t0 down to 0. What fine-tuning for a sampler (``[train] sampler_focus``) trains on."""
+    first = [schedule.timesteps - 1] if estimate else []
+    return first + ddim_timesteps(schedule.start_index(start), steps)
 
 
 def _ddim_step(schedule: NoiseSchedule, x: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int, eta: float,

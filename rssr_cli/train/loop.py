@@ -209,6 +209,9 @@ class Trainer:
         if initial is not None:
             self.model.load_state_dict(initial.model.state_dict())
         self.schedule = diffusion.NoiseSchedule.from_config(self.model_config.schedule)
+        sampler = self.model_config.sampler
+        self.focus_steps = diffusion.lr_start_timesteps(self.schedule, steps=sampler.steps, start=sampler.start,
+                                                        estimate=sampler.init == "estimate")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, betas=self.config.betas,
                                            weight_decay=self.config.weight_decay)
         self.ema = EMA(self.model, self.config.ema_decay)
@@ -308,7 +311,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = rate
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.amp and device.type == "cuda"):
-            loss = diffusion.diffusion_loss(self.loss_model, self.schedule, hr, lr_up, noise_gen, mask=mask)
+            t = None
+            if c.sampler_focus > 0:
+                t = diffusion.draw_timesteps(len(hr), self.schedule, noise_gen, focus=c.sampler_focus,
+                                             focus_steps=self.focus_steps)
+            loss = diffusion.diffusion_loss(self.loss_model, self.schedule, hr, lr_up, noise_gen, mask=mask, t=t)
         # Every rank learns whether any loss is non-finite before anyone raises: no rank waits in a collective.
         finite = self.dist.all_reduce(torch.isfinite(loss.detach()).to(torch.int32), "min")
         if not bool(finite):
