@@ -1,7 +1,8 @@
 """Diffusion numerics: the noise schedule (pure tables), the training loss, samplers and position-based noise.
 
-Public names: :class:`NoiseSchedule`, :func:`diffusion_loss`, :func:`draw_timesteps`, :func:`ddpm_sample`, :func:`ddim_sample`,
-:func:`lr_start_sample`, :func:`ddim_timesteps`, :func:`lr_start_timesteps`, :func:`positional_noise`, :func:`tile_noise`.
+Public names: :class:`NoiseSchedule`, :func:`diffusion_loss`, :func:`draw_timesteps`, :func:`ddpm_sample`,
+:func:`ddim_sample`, :func:`lr_start_sample`, :func:`ddim_timesteps`, :func:`lr_start_timesteps`,
+:func:`positional_noise`, :func:`tile_noise`.
 """
 
 from __future__ import annotations

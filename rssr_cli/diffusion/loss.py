@@ -56,7 +56,7 @@ def diffusion_loss(
     x0 = core.to_residual(hr, lr_up)
     n = hr.shape[0]
     if t is None:
-        t = torch.randint(0, schedule.timesteps, (n,), generator=generator, device=hr.device)
+        t = draw_timesteps(n, schedule, generator)
     noise = torch.randn(x0.shape, generator=generator, device=hr.device, dtype=x0.dtype)
     x_t = schedule.q_sample(x0, t, noise)
     output = model(x_t, t, lr_up).float()
