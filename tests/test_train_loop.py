@@ -60,6 +60,30 @@ def test_ranks_see_distinct_data_and_cover_each_epoch():
     assert list(batch_indices(n, 0, batch, 0, world, 5)) != list(batch_indices(n, 0, batch, 0, world, 6))
 
 
+def test_source_balance_shares_draws_by_source_size():
+    """A source's share of the draws is proportional to its patches ** balance; 1 keeps plain epochs."""
+    import numpy as np
+
+    from rssr_cli.train.data import source_weights
+
+    pair = np.array([0] * 90 + [1] * 9 + [2])  # a big source, a small one, a single patch
+    assert source_weights(pair, 1.0) is None
+    for balance in (0.0, 0.5):
+        weights = np.array(source_weights(pair, balance))
+        shares = np.array([weights[pair == p].sum() for p in range(3)])
+        expected = np.array([90.0, 9.0, 1.0]) ** balance
+        np.testing.assert_allclose(shares, expected / expected.sum(), rtol=1e-12)
+        # Within a source every patch is equally likely.
+        assert np.ptp(weights[pair == 0]) == 0 and np.ptp(weights[pair == 1]) == 0
+    # The draws follow the weights: with balance 0 the single patch is a third of them (it is 1 % without balance).
+    weights = source_weights(pair, 0.0)
+    drawn = np.concatenate([batch_indices(len(pair), s, 10, r, 2, 5, weights) for s in range(150) for r in range(2)])
+    assert abs((pair[drawn] == 2).mean() - 1 / 3) < 0.03 and abs((pair[drawn] == 0).mean() - 1 / 3) < 0.03
+    # Seeded and rank-dependent, like the plain order.
+    assert list(batch_indices(100, 3, 10, 0, 2, 5, weights)) == list(batch_indices(100, 3, 10, 0, 2, 5, weights))
+    assert list(batch_indices(100, 3, 10, 0, 2, 5, weights)) != list(batch_indices(100, 3, 10, 1, 2, 5, weights))
+
+
 def test_split_is_disjoint_and_seeded():
     tr, va = split_indices(100, 0.1, seed=0)
     assert len(va) == 10 and not set(tr) & set(va) and len(tr) + len(va) == 100
@@ -172,6 +196,32 @@ def test_resume_refuses_a_changed_batch(cache_path, tmp_path):
     train(_config(cache_path, tmp_path / "r", steps=3))
     with pytest.raises(UsageError, match="batch_size"):
         train(_config(cache_path, tmp_path / "r", steps=6, batch_size=3), resume=True)
+    with pytest.raises(UsageError, match="source_balance was 1.0 .* now 0.5"):
+        train(_config(cache_path, tmp_path / "r", steps=6, source_balance=0.5), resume=True)
+    # A checkpoint written before source_balance existed trained with its default and resumes as such.
+    state = _state(tmp_path / "r")
+    del state["train_config"]["source_balance"]
+    torch.save(state, tmp_path / "r" / "checkpoint.pt")
+    train(_config(cache_path, tmp_path / "r", steps=4), resume=True)
+    assert _state(tmp_path / "r")["step"] == 4
+
+
+def test_source_balance_reaches_the_data_order(cache_path, tmp_path, monkeypatch):
+    import numpy as np
+
+    import rssr_cli.train.loop as loop
+
+    seen = []
+    real = loop.batch_indices
+    monkeypatch.setattr(loop, "batch_indices", lambda *a: seen.append(a[-1]) or real(*a))
+    train(_config(cache_path, tmp_path / "plain", steps=2, val_every=5))
+    assert seen and all(w is None for w in seen)
+    seen.clear()
+    train(_config(cache_path, tmp_path / "balanced", steps=2, val_every=5, source_balance=0.0))
+    weights = np.array(seen[0])
+    assert len(seen) == 2 and weights.sum() == pytest.approx(1.0)
+    with pytest.raises(UsageError, match="source_balance must be in"):
+        _config(cache_path, tmp_path / "bad", source_balance=-0.1)
 
 
 def test_resume_refuses_a_checkpoint_of_the_former_format(cache_path, tmp_path):

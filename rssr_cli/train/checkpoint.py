@@ -25,7 +25,7 @@ CHECKPOINT_FORMAT = "rssr-checkpoint/2"
 
 #: TrainConfig fields that decide what every step draws; a resumed run must keep them to continue exactly.
 RESUME_FIXED: tuple[str, ...] = ("seed", "batch_size", "crop", "val_fraction", "augment", "fresh_degradation",
-                                 "radiometric", "brightness", "spectral_gain", "haze", "band_offset")
+                                 "radiometric", "brightness", "spectral_gain", "haze", "band_offset", "source_balance")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -53,9 +53,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def check_resumable(state: dict[str, Any], config: TrainConfig, *, patches: int, world: int, data_name: str) -> None:
     """Refuse to resume when the run would not continue exactly: other data order, data or number of processes."""
     old, new = state["train_config"], config.to_dict()  # both plain JSON types (lists, not tuples)
+    defaults = TrainConfig().to_dict()  # a key newer than the checkpoint had its default then
     for key in RESUME_FIXED:
-        if old.get(key) != new.get(key):
-            raise UsageError(f"--resume: {key} was {old.get(key)!r} in the interrupted run, now "
+        if old.get(key, defaults.get(key)) != new.get(key):
+            raise UsageError(f"--resume: {key} was {old.get(key, defaults.get(key))!r} in the interrupted run, now "
                              f"{new.get(key)!r}; an exact continuation needs the same value")
     if state.get("patches") not in (None, patches):
         raise UsageError(f"--resume: the run trained on {state['patches']} patches, {data_name} has {patches}; "

@@ -34,7 +34,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "val_steps": _INT, "checkpoint_every": _INT, "log_every": _INT, "seed": _INT, "betas": (list, tuple),
     "model": (dict,), "prepare": (dict,), "radiometric": (bool,), "brightness": (list, tuple),
     "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT, "init": (str,),
-    "sampler_focus": _FLOAT,
+    "sampler_focus": _FLOAT, "source_balance": _FLOAT,
 }
 
 
@@ -80,6 +80,9 @@ class TrainConfig:
     # The fraction of each batch trained at the steps the model's own sampler evaluates (its [model.sampler]; with
     # init, the weights' shipped sampler), the rest at steps drawn uniformly. 0 = uniform, as in pre-training.
     sampler_focus: float = 0.0
+    # How often each source (one HR image of the archive) is drawn: its share of the batches is proportional to its
+    # patches ** source_balance. 1 = every patch equally (a large source dominates), 0 = every source equally.
+    source_balance: float = 1.0
     model: Mapping[str, Any] = field(default_factory=dict)
     prepare: Mapping[str, Any] = field(default_factory=dict)
 
@@ -117,6 +120,7 @@ class TrainConfig:
             (0 <= self.spectral_gain < 1, f"spectral_gain must be in [0, 1), got {self.spectral_gain!r}"),
             (0 <= self.haze < 1, f"haze must be in [0, 1) (reflectance), got {self.haze!r}"),
             (0 <= self.sampler_focus <= 1, f"sampler_focus must be in [0, 1], got {self.sampler_focus!r}"),
+            (0 <= self.source_balance <= 1, f"source_balance must be in [0, 1], got {self.source_balance!r}"),
             (0 <= self.band_offset < 1, f"band_offset must be in [0, 1) (reflectance), got {self.band_offset!r}"),
         ]
         for ok, message in checks:

@@ -60,14 +60,35 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng(derive_seed(seed, Stream.EPOCH_ORDER, epoch)).permutation(n)
 
 
-def batch_indices(n: int, step: int, batch: int, rank: int, world: int, seed: int) -> np.ndarray:
+@lru_cache(maxsize=4)
+def _weighted_epoch(n: int, seed: int, epoch: int, weights: tuple[float, ...]) -> np.ndarray:
+    # n draws with replacement: an "epoch" of the same length as a plain one, each patch with its own probability.
+    return np.random.default_rng(derive_seed(seed, Stream.EPOCH_ORDER, epoch)).choice(n, size=n, p=np.array(weights))
+
+
+def source_weights(pair: np.ndarray, balance: float) -> tuple[float, ...] | None:
+    """Per-patch draw probabilities that give each source (``PatchCache.pair``) a share of the draws proportional to
+    its number of patches raised to ``balance``: 1 draws every patch equally (None: plain epochs), 0 every source
+    equally, 0.5 between. Small sources (one town, one farm) are then seen more often than their area alone gives."""
+    if balance == 1:
+        return None
+    _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** (balance - 1.0)
+    return tuple((weights / weights.sum()).tolist())
+
+
+def batch_indices(n: int, step: int, batch: int, rank: int, world: int, seed: int,
+                  weights: tuple[float, ...] | None = None) -> np.ndarray:
     """Indices into the training split for (step, rank): positions ``(step*world + rank)*batch + j`` of an endless
-    stream of seeded per-epoch permutations. Distinct across ranks within an epoch; every patch once per epoch."""
+    stream of seeded per-epoch orders. Without ``weights`` an order is a permutation (every patch once per epoch,
+    distinct across ranks within an epoch); with ``weights`` (:func:`source_weights`) it is n weighted draws."""
     start = (step * world + rank) * batch
     out = np.empty(batch, dtype=np.int64)
     for j in range(batch):
         pos = start + j
-        out[j] = _epoch_permutation(n, seed, pos // n)[pos % n]
+        order = _epoch_permutation(n, seed, pos // n) if weights is None else _weighted_epoch(n, seed, pos // n,
+                                                                                              weights)
+        out[j] = order[pos % n]
     return out
 
 

@@ -62,6 +62,7 @@ from rssr_cli.train.data import (
     derive_seed,
     load_patches,
     normalization_from_data,
+    source_weights,
     split_indices,
 )
 from rssr_cli.train.distributed import Distributed, LossModel, setup_distributed, wrap_for_training
@@ -231,6 +232,7 @@ class Trainer:
             raise DataError(f"{self.data_name}: {len(self.cache)} patch(es); training needs at least 2")
         train_idx, val_idx = split_indices(len(self.cache), c.val_fraction, c.seed)
         self.train_cache, self.val_cache = self.cache.subset(train_idx), self.cache.subset(val_idx)
+        self.source_weights = source_weights(self.train_cache.pair, c.source_balance)
         if c.crop is not None and c.crop > self.cache.lr.shape[-1]:
             raise UsageError(f"crop {c.crop} is larger than the cache's {self.cache.lr.shape[-1]}-pixel patches")
 
@@ -294,7 +296,8 @@ class Trainer:
     def indices_for(self, step: int) -> np.ndarray:
         """This rank's patches (indices into the training split) at ``step``."""
         c = self.config
-        return batch_indices(len(self.train_cache), step, c.batch_size, self.dist.rank, self.dist.world, c.seed)
+        return batch_indices(len(self.train_cache), step, c.batch_size, self.dist.rank, self.dist.world, c.seed,
+                             self.source_weights)
 
     def step(self, step: int, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> tuple[float, torch.Tensor]:
         """One optimiser step on this rank's batch (CPU tensors); returns the learning rate and gradient norm."""
