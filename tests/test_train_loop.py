@@ -220,6 +220,12 @@ def test_source_balance_reaches_the_data_order(cache_path, tmp_path, monkeypatch
     train(_config(cache_path, tmp_path / "balanced", steps=2, val_every=5, source_balance=0.0))
     weights = np.array(seen[0])
     assert len(seen) == 2 and weights.sum() == pytest.approx(1.0)
+    # The run's log says what each source got: equal shares with balance 0, shares by size without.
+    balanced = [e for e in _events(tmp_path / "balanced") if e["kind"] == "start"][0]["source_shares"]
+    plain = [e for e in _events(tmp_path / "plain") if e["kind"] == "start"][0]["source_shares"]
+    assert set(balanced) == set(plain) and len(plain) >= 2 and all(name.endswith(".tif") for name in plain)
+    assert sum(balanced.values()) == pytest.approx(1.0, abs=1e-4) == sum(plain.values())
+    assert max(balanced.values()) - min(balanced.values()) < 1e-4 < max(plain.values()) - min(plain.values())
     with pytest.raises(UsageError, match="source_balance must be in"):
         _config(cache_path, tmp_path / "bad", source_balance=-0.1)
 

@@ -77,6 +77,18 @@ def source_weights(pair: np.ndarray, balance: float) -> tuple[float, ...] | None
     return tuple((weights / weights.sum()).tolist())
 
 
+def source_shares(cache: PatchCache, weights: tuple[float, ...] | None) -> dict[str, float]:
+    """Each source's expected share of the draws (file name of its HR image -> fraction), for the run's log."""
+    sources = cache.meta.get("sources", [])
+    p = np.full(len(cache), 1.0 / len(cache)) if weights is None else np.asarray(weights)
+    shares: dict[str, float] = {}
+    for index in np.unique(cache.pair):
+        source = sources[index] if index < len(sources) else {}
+        name = Path(source.get("hr") or source.get("lr") or f"source {index}").name
+        shares[name] = shares.get(name, 0.0) + round(float(p[cache.pair == index].sum()), 5)
+    return shares
+
+
 def batch_indices(n: int, step: int, batch: int, rank: int, world: int, seed: int,
                   weights: tuple[float, ...] | None = None) -> np.ndarray:
     """Indices into the training split for (step, rank): positions ``(step*world + rank)*batch + j`` of an endless

@@ -62,6 +62,7 @@ from rssr_cli.train.data import (
     derive_seed,
     load_patches,
     normalization_from_data,
+    source_shares,
     source_weights,
     split_indices,
 )
@@ -275,7 +276,8 @@ class Trainer:
         self.emit({"kind": "start", "step": self.start_step, "steps": c.steps,
                    "patches_train": len(self.train_cache), "patches_val": len(self.val_cache),
                    "world_size": self.dist.world, "device": self.device.type,
-                   "parameters": sum(p.numel() for p in self.model.parameters()), "resumed": self.resumed})
+                   "parameters": sum(p.numel() for p in self.model.parameters()), "resumed": self.resumed,
+                   "source_shares": source_shares(self.train_cache, self.source_weights)})
         self.model.train()
         self.window_start = time.perf_counter()
         self.prefetcher = Prefetcher(self.train_cache, self.indices_for, self.start_step, c.steps)
