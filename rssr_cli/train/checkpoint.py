@@ -55,9 +55,10 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, *, patches: int,
     old, new = state["train_config"], config.to_dict()  # both plain JSON types (lists, not tuples)
     defaults = TrainConfig().to_dict()  # a key newer than the checkpoint had its default then
     for key in RESUME_FIXED:
-        if old.get(key, defaults.get(key)) != new.get(key):
-            raise UsageError(f"--resume: {key} was {old.get(key, defaults.get(key))!r} in the interrupted run, now "
-                             f"{new.get(key)!r}; an exact continuation needs the same value")
+        before = old.get(key, defaults.get(key))
+        if before != new.get(key):
+            raise UsageError(f"--resume: {key} was {before!r} in the interrupted run, now {new.get(key)!r}; an exact "
+                             "continuation needs the same value")
     if state.get("patches") not in (None, patches):
         raise UsageError(f"--resume: the run trained on {state['patches']} patches, {data_name} has {patches}; "
                          "resume with the same data")
