@@ -85,8 +85,8 @@ def _load_data(data: str | Path | PatchCache) -> PatchCache:
     return load_cache(data)
 
 
-def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, noise_steps, consistency, init, seed,
-                device, batch_size) -> tuple[dict[str, TileUpsampler], Any, dict[str, Any]]:
+def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, texture, noise_steps, consistency, init,
+                seed, device, batch_size) -> tuple[dict[str, TileUpsampler], Any, dict[str, Any]]:
     """The methods to score, built from the registry (:mod:`rssr_cli.methods`) exactly as ``rssr upscale`` builds
     them; the model is loaded once and shared. Returns them, the loaded model (or None) and the settings used."""
     from rssr_cli.methods import BicubicOptions
@@ -110,13 +110,15 @@ def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, nois
         model = DiffusionOptions(weights=loaded, device=str(dev), seed=seed, consistency=consistency,
                                  batch_size=batch_size)
         noise_steps = min(noise_steps, loaded.config.schedule.timesteps)
-        variants = {"lr_start": replace(model, steps=steps, start=start, eta=eta, init=init),
+        variants = {"lr_start": replace(model, steps=steps, start=start, eta=eta, init=init, texture=texture),
                     # Pure noise: the LR-start sampler from the last step, start = 1 (DDIM from N(0, I)).
                     "pure_noise": replace(model, steps=noise_steps, start=1.0, eta=0.0, init="bicubic")}
         built.update({m: variants[m].build() for m in names if m in variants})
-        overrides = {"steps": steps, "start": start, "eta": eta, "init": init, "consistency": consistency}
+        overrides = {"steps": steps, "start": start, "eta": eta, "init": init, "texture": texture,
+                     "consistency": consistency}
         sampler = replace(loaded.config.sampler, **{k: v for k, v in overrides.items() if v is not None})
         settings.update(lr_start_steps=sampler.steps, start=sampler.start, eta=sampler.eta, init=sampler.init,
+                        texture=sampler.texture,
                         evaluations=sampler.evaluations, noise_steps=noise_steps,
                         consistency=sampler.consistency, device=dev.type)
     if "bicubic" in names:
@@ -132,6 +134,7 @@ def evaluate(
     steps: int | None = None,
     start: float | None = None,
     eta: float | None = None,
+    texture: float | None = None,
     noise_steps: int = 100,
     consistency: str | bool | None = None,
     init: str | None = None,
@@ -157,6 +160,7 @@ def evaluate(
     if n == 0:
         raise DataError(f"{data}: no patches to evaluate")
     upsamplers, loaded, settings = _candidates(methods, cache, weights, steps=steps, start=start, eta=eta,
+                                               texture=texture,
                                                noise_steps=noise_steps, consistency=consistency, init=init, seed=seed,
                                                device=device, batch_size=batch_size)
     sums: dict[str, dict[str, Any]] = {m: {} for m in methods}

@@ -47,6 +47,7 @@ import pytorch_msssim
 import torch
 
 from rssr_cli.degrade import downsample, upsample
+from rssr_cli.filters import gaussian_blur
 
 #: The per-patch metrics :func:`score` returns (besides the per-band sums behind ``mean_shift``).
 METRICS: tuple[str, ...] = ("psnr", "ssim", "consistency_l1", "sam_deg", "hf_ratio", "improvement", "omission",
@@ -185,20 +186,6 @@ def correctness(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: tor
         out["omission"].append(float(shares[1].mean()))
         out["hallucination"].append(float(shares[2].mean()))
     return {k: torch.tensor(v) for k, v in out.items()}
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) over ±3 sigma with reflected borders; sigma 0 is the identity."""
-    if sigma <= 0:
-        return x
-    radius = min(int(math.ceil(3 * sigma)), min(x.shape[-2:]) - 1)
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def band_energy(x: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from rssr_cli.diffusion import (
     lr_start_timesteps,
     positional_noise,
     tile_noise,
+    transfer_texture,
 )
 from rssr_cli.model import ModelConfig, Normalization, ScheduleConfig, build_model
 
@@ -172,6 +173,24 @@ def test_lr_start_timesteps_are_the_steps_the_shipped_sampler_evaluates(init: st
     schedule = NoiseSchedule.from_config(model.config.schedule)
     assert seen == lr_start_timesteps(schedule, steps=steps, start=start, estimate=init == "estimate")
     assert len(seen) == sampler.evaluations
+
+
+def test_transfer_texture_keeps_the_estimate_and_the_sample_s_finest_texture() -> None:
+    """E + g HP(S - E): g = 0 is the estimate; a difference that varies slowly (a ramp, a constant) is dropped, a
+    pixel-scale one (a checkerboard) is kept almost whole, and the kept part scales with the gain."""
+    g = torch.Generator().manual_seed(0)
+    estimate = torch.randn(2, 4, 24, 24, generator=g)
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    ramp = (0.3 + 0.01 * (xx + yy)).expand(2, 4, 24, 24)
+    checker = 0.1 * (-1.0) ** (xx + yy)
+    torch.testing.assert_close(transfer_texture(estimate, estimate + ramp + checker, 0.0), estimate)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # away from the reflected borders
+    coarse = transfer_texture(estimate, estimate + ramp, 1.0) - estimate
+    assert coarse[inner].abs().max() < 1e-5
+    fine = transfer_texture(estimate, estimate + ramp + checker, 1.0) - estimate
+    assert torch.allclose(fine[inner], checker.expand(2, 4, 24, 24)[inner], rtol=0.1)
+    half = transfer_texture(estimate, estimate + ramp + checker, 0.5) - estimate
+    torch.testing.assert_close(half, 0.5 * fine)
 
 
 def test_draw_timesteps_mixes_uniform_and_focus_steps(schedule: NoiseSchedule) -> None:

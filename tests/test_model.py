@@ -13,6 +13,7 @@ import torch
 from rssr_cli.degrade import upsample
 from rssr_cli.methods.diffusion import DiffusionUpsampler
 from rssr_cli.model import ArchConfig, ModelConfig, build_model, flops_per_pixel, receptive_field
+from rssr_cli.model.config import SamplerConfig
 from rssr_cli.weights import load_weights, read_config, save_weights
 
 
@@ -95,6 +96,20 @@ def test_config_round_trip_and_validation() -> None:
         ModelConfig.from_dict({**d, "bands": ["B02", "B03"]})
     with pytest.raises(ValueError, match="one entry per level"):
         ArchConfig(widths=(8, 16), blocks=(1,))
+
+
+def test_sampler_texture_config() -> None:
+    """sampler.texture: left out of the JSON when unset (older rssr reads such files), round-trips when set, checked,
+    and counted with the estimate it needs (once, also with an estimate start)."""
+    assert "texture" not in ModelConfig().to_dict()["sampler"]
+    config = ModelConfig(sampler=SamplerConfig(steps=4, texture=0.9))
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["sampler"]["texture"] == 0.9 and ModelConfig.from_dict(d) == config
+    assert config.sampler.evaluations == 5
+    assert SamplerConfig(steps=4, init="estimate", texture=0.9).evaluations == 5
+    for bad in (-0.5, 4.5):
+        with pytest.raises(ValueError, match="texture"):
+            SamplerConfig(texture=bad)
 
 
 def test_unshuffle_config() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rssr_cli.cli.options import consistency_value, device_opt, sampler_mode_options
+from rssr_cli.cli.options import consistency_value, device_opt, sampler_mode_options, texture_opt
 from rssr_cli.cli.train import build_prepare_options, prepare_opts
 
 
@@ -22,6 +22,7 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.option("--start", type=float, help="LR-start noise level t0/T (default: the model's).")
 @click.option("--eta", type=click.FloatRange(min=0), help="LR-start sampler stochasticity (0 = deterministic DDIM; "
               "default: the model's).")
+@texture_opt
 @click.option("--noise-steps", type=int, default=100, show_default=True,
               help="DDIM steps of the pure-noise sampler (at most the model's T).")
 @sampler_mode_options
@@ -32,7 +33,7 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.pass_context
 def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[str, ...], steps: int | None,
-             start: float | None, eta: float | None, noise_steps: int, consistency: str | None, init: str | None,
+             start: float | None, eta: float | None, texture: float | None, noise_steps: int, consistency: str | None, init: str | None,
              sample_seed: int, max_patches: int | None, device: str, as_json: bool, **kw: Any) -> None:
     """Score the model (LR-start and pure-noise samplers) and bicubic on DATA: a patch cache (.npz) or an archive
     (real pairs, or HR only with --synthetic-lr), prepared with the same options as `rssr prepare`.
@@ -58,7 +59,8 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
             bar.update(task, completed=done, total=total, description=name)
     try:
         result = run(_patches(data, kw), weights, methods=chosen, steps=steps, start=start, eta=eta,
-                     noise_steps=noise_steps, consistency=consistency_value(ctx, consistency), init=init,
+                     texture=texture, noise_steps=noise_steps,
+                     consistency=consistency_value(ctx, consistency), init=init,
                      seed=sample_seed, device=device, max_patches=max_patches, name=data, progress=progress)
     finally:
         if bar is not None:

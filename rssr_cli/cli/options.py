@@ -1,7 +1,7 @@
 """Reusable click options and parameter types (rio's ``options.py`` pattern).
 
 Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``output_opt``, ``overwrite_opt``,
-``json_opt``, ``device_opt``, ``weights_opt``, ``sampler_mode_options`` (``--consistency``, ``--no-consistency``,
+``json_opt``, ``device_opt``, ``weights_opt``, ``texture_opt``, ``sampler_mode_options`` (``--consistency``, ``--no-consistency``,
 ``--init``).
 """
 
@@ -49,6 +49,14 @@ device_opt = click.option("--device", default="auto", show_default=True,
                           help="auto, cpu, cuda or cuda:N (auto takes CUDA when present; CPU fallback with a notice).")
 weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
                            help="Model weights file (.safetensors). Default: the model shipped in weights/.")
+#: ``--texture``'s range (rssr_cli.model.config.MAX_TEXTURE, repeated so that ``--help`` does not import torch).
+TEXTURE_RANGE = (0, 4.0)
+
+texture_opt = click.option("--texture", type=click.FloatRange(*TEXTURE_RANGE), metavar="GAIN",
+                           help="Sharper output: the network's one-step estimate (least error) plus GAIN times the "
+                           "sample's finest texture (what it adds above 0.8 m); 0 = the estimate. Not set: the sample "
+                           "as drawn. One more evaluation unless --init estimate. For more detail at bicubic's "
+                           "error: --steps 100 --start 1 --texture 0.9 (docs/model.md).")
 
 
 #: The sampler's modes (rssr_cli.model.config.CONSISTENCY_MODES / SAMPLER_INITS, repeated here so that ``--help``

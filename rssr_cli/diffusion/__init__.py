@@ -10,7 +10,7 @@ from __future__ import annotations
 from rssr_cli.diffusion.loss import diffusion_loss, draw_timesteps
 from rssr_cli.diffusion.noise import positional_noise, tile_noise
 from rssr_cli.diffusion.samplers import (ddim_sample, ddim_timesteps, ddpm_sample, lr_start_sample,
-                                       lr_start_timesteps)
+                                       lr_start_timesteps, transfer_texture)
 from rssr_cli.diffusion.schedule import NoiseSchedule
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "lr_start_timesteps",
     "positional_noise",
     "tile_noise",
+    "transfer_texture",
 ]

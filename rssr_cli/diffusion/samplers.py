@@ -18,9 +18,11 @@ from typing import Callable, Union
 import torch
 
 from rssr_cli.diffusion.schedule import NoiseSchedule
+from rssr_cli.filters import high_pass
+from rssr_cli.model.config import TEXTURE_SIGMA
 
 __all__ = ["Denoiser", "NoiseSource", "ddim_sample", "ddim_timesteps", "ddpm_sample", "lr_start_sample",
-           "lr_start_timesteps"]
+           "lr_start_timesteps", "transfer_texture"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseSource = Union[torch.Generator, Callable[[int], torch.Tensor]]
@@ -119,3 +121,16 @@ def lr_start_sample(model: Denoiser, schedule: NoiseSchedule, lr_up: torch.Tenso
     x0_init = torch.zeros_like(lr_up) if x_init is None else x_init
     x = schedule.q_sample(x0_init, t0, draw(0))
     return _ddim_loop(model, schedule, lr_up, x, timesteps, eta, draw, prediction)
+
+
+def transfer_texture(estimate: torch.Tensor, sample: torch.Tensor, gain: float,
+                     sigma: float = TEXTURE_SIGMA) -> torch.Tensor:
+    """The estimate plus ``gain`` times the sample's finest texture: ``E + g · HP_σ(S − E)``.
+
+    ``estimate`` is the network's one-step prediction from pure noise (close to the posterior mean: the least error,
+    little detail); ``sample`` a draw with detail (many DDIM steps). Interpolating between the minimum-error estimate
+    and a sample is how every point of the distortion-perception trade-off is reached (Freirich, Michaeli and Meir,
+    NeurIPS 2021); keeping only what the sample adds above ``sigma`` pixels spends the error budget where the detail
+    is, as the coarser part of a sample's difference from the estimate costs error and adds little of it (docs/model.md).
+    """
+    return estimate + gain * high_pass(sample - estimate, sigma)

@@ -4,8 +4,9 @@
 :func:`sample_tiles` is used by ``rssr upscale`` (through :class:`DiffusionUpsampler`), ``rssr evaluate`` and the
 validation inside ``rssr train``, so that what is scored is exactly what ships. For a batch of LR tiles: bicubic onto
 the HR grid (:func:`rssr_cli.degrade.upsample`), prior features once, then for each of ``samples`` draws the LR-start
-sampler (K network evaluations, plus one for an ``estimate`` start) with position-keyed noise, the residual turned
-back into reflectance, and the consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several draws, their per-pixel standard
+sampler (K network evaluations, plus one for the one-step estimate of an ``estimate`` start or a ``texture``
+gain) with position-keyed noise, the optional texture transfer, the residual turned back into reflectance, and the
+consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several draws, their per-pixel standard
 deviation (the uncertainty the pipeline writes as a companion COG).
 
 Noise comes from :func:`rssr_cli.diffusion.noise.tile_noise` at each tile's global HR origin: overlapping tiles draw
@@ -28,13 +29,13 @@ import torch
 from rssr_cli.degrade import back_project, project_consistent, upsample
 from rssr_cli.devices import resolve_device
 from rssr_cli.diffusion.noise import tile_noise
-from rssr_cli.diffusion.samplers import ddim_timesteps, lr_start_sample
+from rssr_cli.diffusion.samplers import ddim_timesteps, lr_start_sample, transfer_texture
 from rssr_cli.diffusion.schedule import NoiseSchedule
 from rssr_cli.errors import UsageError
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods.base import TileResult
 from rssr_cli.model import SRModel, receptive_field
-from rssr_cli.model.config import CONSISTENCY_MODES, SAMPLER_INITS, SamplerConfig
+from rssr_cli.model.config import CONSISTENCY_MODES, MAX_TEXTURE, SAMPLER_INITS, SamplerConfig
 from rssr_cli.weights import LoadedModel, load_weights
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     ``origins``: each tile's top-left pixel in a global HR grid; the noise and the network's stride grid are keyed to
     it, so a tile's result does not depend on the batch it is in (up to float rounding: kernels may differ with
     the batch size, which is why it is part of a run's fingerprint). ``sampler``: steps, start, eta, consistency, init.
+    ``texture``: see :class:`~rssr_cli.model.config.SamplerConfig`.
     ``amp``: bf16 autocast for the network on CUDA. Returns the mean over ``samples`` draws (float32) and their
     unbiased standard deviation (None for one draw).
     """
@@ -89,13 +91,17 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
         def noise(k: int, s: int = s) -> torch.Tensor:
             return tile_noise(seed, k, list(origins), shape, sample=s, device=device)
 
-        x_init = None
-        if sampler.init == "estimate":  # CCDF: start from the network's own estimate, not from residual 0
-            x_init = lr_start_sample(denoiser, schedule, lr_up, steps=1, start=1.0,
-                                     noise=lambda k: noise(ESTIMATE_NOISE_STEP + k),
-                                     prediction=model.config.prediction)
+        estimate = None
+        if sampler.uses_estimate:  # the network's one-step estimate from pure noise
+            estimate = lr_start_sample(denoiser, schedule, lr_up, steps=1, start=1.0,
+                                       noise=lambda k: noise(ESTIMATE_NOISE_STEP + k),
+                                       prediction=model.config.prediction)
+        # CCDF: start from the network's own estimate, not from residual 0.
+        x_init = estimate if sampler.init == "estimate" else None
         x0 = lr_start_sample(denoiser, schedule, lr_up, steps=sampler.steps, start=sampler.start, eta=sampler.eta,
                              noise=noise, prediction=model.config.prediction, x_init=x_init)
+        if sampler.texture is not None:
+            x0 = transfer_texture(estimate, x0, sampler.texture)
         sr = _consistent(model.from_residual(x0, lr_up), lr, model.config.scale, sampler.consistency)
         total += sr.double()
         total_sq += sr.double() ** 2
@@ -125,7 +131,7 @@ def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) 
 class DiffusionOptions:
     """``--method diffusion``: the model in ``weights`` (None: the shipped one) and how to sample it.
 
-    ``steps``/``start``/``eta``/``consistency``/``init``: None takes the model's defaults (``config.sampler``;
+    ``steps``/``start``/``eta``/``consistency``/``init``/``texture``: None takes the model's defaults (``config.sampler``;
     ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean exact/none). ``seed`` and
     ``samples``: the draws; the same seed on the same device gives the same output. ``batch_size``: tiles per network
     call (default: on CUDA as many as the free device memory takes, :meth:`DiffusionUpsampler.fit_batch_size`; 1 on
@@ -142,13 +148,15 @@ class DiffusionOptions:
     samples: int = 1
     consistency: str | bool | None = None
     init: str | None = None
+    texture: float | None = None
     batch_size: int | None = None
     compile: bool = False
 
     def build(self) -> "DiffusionUpsampler":
         return DiffusionUpsampler(self.weights, device=self.device, steps=self.steps, start=self.start,
                                   eta=self.eta, seed=self.seed, samples=self.samples, consistency=self.consistency,
-                                  init=self.init, batch_size=self.batch_size, compile=self.compile)
+                                  init=self.init, texture=self.texture, batch_size=self.batch_size,
+                                  compile=self.compile)
 
 
 class DiffusionUpsampler:
@@ -172,6 +180,7 @@ class DiffusionUpsampler:
         samples: int = 1,
         consistency: str | bool | None = None,
         init: str | None = None,
+        texture: float | None = None,
         batch_size: int | None = None,
         compile: bool = False,
     ) -> None:
@@ -184,8 +193,9 @@ class DiffusionUpsampler:
         self.batch_size = int(batch_size) if batch_size is not None else (8 if self.device.type == "cuda" else 1)
         self._fit_batch = batch_size is None and self.device.type == "cuda"  # see fit_batch_size
         self._fitted: dict[tuple[int, int], int] = {}
-        overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency, "init": init}
-        self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init)
+        overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency, "init": init,
+                     "texture": texture}
+        self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init, texture=texture)
         self.sampler: SamplerConfig = replace(self.config.sampler,
                                               **{k: v for k, v in overrides.items() if v is not None})
         self.t0 = self.schedule.start_index(self.sampler.start)
@@ -205,7 +215,7 @@ class DiffusionUpsampler:
             keep_big_blocks()  # see rssr_cli.memory: page faults cost a third of CPU time otherwise
 
     def _check_options(self, *, steps: int | None, start: float | None, eta: float | None,
-                       consistency: str | bool | None, init: str | None) -> None:
+                       consistency: str | bool | None, init: str | None, texture: float | None) -> None:
         """Each option checked with a message naming its flag (SamplerConfig's own checks do not name flags)."""
         defaults = self.config.sampler
         steps = defaults.steps if steps is None else int(steps)
@@ -227,6 +237,8 @@ class DiffusionUpsampler:
             raise UsageError(f"--consistency {consistency}: choose one of {', '.join(CONSISTENCY_MODES)}")
         if init is not None and init not in SAMPLER_INITS:
             raise UsageError(f"--init {init}: choose one of {', '.join(SAMPLER_INITS)}")
+        if texture is not None and not 0 <= texture <= MAX_TEXTURE:
+            raise UsageError(f"--texture must be in [0, {MAX_TEXTURE:g}], got {texture:g}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
 
@@ -250,6 +262,10 @@ class DiffusionUpsampler:
     @property
     def init(self) -> str:
         return self.sampler.init
+
+    @property
+    def texture(self) -> float | None:
+        return self.sampler.texture
 
     @property
     def context(self) -> int:
@@ -328,7 +344,7 @@ class DiffusionUpsampler:
         return max(torch.cuda.max_memory_allocated(self.device) - base, 1)
 
     def provenance(self) -> dict[str, str]:
-        return {
+        tags = {
             "RSSR_METHOD": "diffusion",
             "RSSR_MODEL": self.loaded.name,
             "RSSR_SAMPLER": "lr-start-ddim",
@@ -342,4 +358,9 @@ class DiffusionUpsampler:
             "RSSR_INIT": self.sampler.init,
             "RSSR_EVALUATIONS": str(self.sampler.evaluations),
             "RSSR_DEVICE": self.device.type,
-        } | ({"RSSR_COMPILED": "torch.compile"} if self.compiled else {})
+        }
+        if self.sampler.texture is not None:
+            tags["RSSR_TEXTURE"] = f"{self.sampler.texture:g}"
+        if self.compiled:
+            tags["RSSR_COMPILED"] = "torch.compile"
+        return tags

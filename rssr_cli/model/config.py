@@ -21,6 +21,8 @@ __all__ = [
     "Consistency",
     "Prediction",
     "SAMPLER_INITS",
+    "MAX_TEXTURE",
+    "TEXTURE_SIGMA",
     "SamplerConfig",
     "SamplerInit",
     "ScheduleConfig",
@@ -39,6 +41,11 @@ Consistency = Literal["backproject", "exact", "none"]
 CONSISTENCY_MODES: tuple[str, ...] = ("backproject", "exact", "none")
 SamplerInit = Literal["bicubic", "estimate"]
 SAMPLER_INITS: tuple[str, ...] = ("bicubic", "estimate")
+
+#: The sampler's texture transfer: the finest scale kept from a sample (sigma of the Gaussian it subtracts, HR pixels;
+#: chosen on the validation split, docs/model.md) and the largest gain accepted.
+TEXTURE_SIGMA = 1.0
+MAX_TEXTURE = 4.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,10 @@ class SamplerConfig:
     ``context``: LR pixels of context a tile needs, with exactly these settings, for its core to match a whole-image
     run to within 1e-5 reflectance (0.1 DN): measured when the weights were exported (scripts/export.py), usually far
     below the receptive-field bound that is used without it (None) or with other settings.
+    ``texture``: None returns the sample as drawn. A gain g returns the network's one-step estimate (its
+    minimum-error prediction; one more evaluation unless ``init`` is ``estimate``) plus g times the sample's finest
+    texture, what the sample has beyond the estimate above :data:`TEXTURE_SIGMA` HR pixels
+    (:func:`rssr_cli.diffusion.samplers.transfer_texture`): the distortion-perception knob, 0 = the estimate.
     """
 
     steps: int = 8
@@ -136,6 +147,7 @@ class SamplerConfig:
     consistency: Consistency = "backproject"
     init: SamplerInit = "bicubic"
     context: int | None = None
+    texture: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.consistency, bool):
@@ -153,11 +165,19 @@ class SamplerConfig:
             raise ValueError("sampler: eta must be non-negative")
         if self.context is not None and self.context < 0:
             raise ValueError("sampler: context must be non-negative")
+        if self.texture is not None and not 0 <= self.texture <= MAX_TEXTURE:
+            raise ValueError(f"sampler: texture must be in [0, {MAX_TEXTURE:g}], got {self.texture:g}")
 
     @property
     def evaluations(self) -> int:
-        """Network evaluations per sample: the DDIM steps, plus one for an ``estimate`` start."""
-        return self.steps + (1 if self.init == "estimate" else 0)
+        """Network evaluations per sample: the DDIM steps, plus one for the one-step estimate (an ``estimate``
+        start or a ``texture`` gain; computed once for both)."""
+        return self.steps + (1 if self.uses_estimate else 0)
+
+    @property
+    def uses_estimate(self) -> bool:
+        """Whether sampling needs the network's one-step estimate (``init = "estimate"`` or a ``texture`` gain)."""
+        return self.init == "estimate" or self.texture is not None
 
 
 @dataclass(frozen=True)
@@ -225,8 +245,9 @@ class ModelConfig:
             # The layout every file had before the field existed: leave it out, so older rssr still reads such files
             # (and refuses, as an unknown field, a layout it cannot build).
             del d["arch"]["unshuffle"]
-        if self.sampler.context is None:
-            del d["sampler"]["context"]  # likewise: files without a measured context stay readable by older rssr
+        for key in ("context", "texture"):
+            if getattr(self.sampler, key) is None:
+                del d["sampler"][key]  # likewise: files without these settings stay readable by older rssr
         d["bands"] = list(self.bands)
         return _lists(d)
 
