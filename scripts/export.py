@@ -1,6 +1,7 @@
 """Write a weights file from a training run, with the sampler defaults chosen on the validation split.
 
-    python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency MODE --init INIT]
+    python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency MODE --init INIT
+                             --texture G|none]
                              [--note key=value ...]
 
 RUN_OUTPUT is ``model.safetensors`` of a finished ``rssr train`` run, or a ``checkpoint.pt`` of a running one (its
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--eta", type=float)
     ap.add_argument("--consistency", choices=("backproject", "exact", "none"))
     ap.add_argument("--init", choices=("bicubic", "estimate"))
+    ap.add_argument("--texture", help="texture gain (SamplerConfig.texture), or 'none' for the sample as drawn")
     ap.add_argument("--context", default="auto", help="auto (measure), bound (store none) or LR pixels")
     ap.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
                     help="extra provenance entries (JSON values allowed)")
@@ -93,8 +95,11 @@ def main(argv: list[str] | None = None) -> Path:
         loaded = load_weights(src)
         model, config, provenance = loaded.model, loaded.config, dict(loaded.provenance)
     changes = {k: getattr(args, k) for k in ("steps", "start", "eta", "consistency", "init")}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.texture is not None:
+        changes["texture"] = None if args.texture == "none" else float(args.texture)
     # A context measured before belongs to the sampler it was measured with: start from the receptive-field bound.
-    sampler = dataclasses.replace(config.sampler, context=None, **{k: v for k, v in changes.items() if v is not None})
+    sampler = dataclasses.replace(config.sampler, context=None, **changes)
     config = config.replace(sampler=sampler)
     fresh = build_model(config)
     fresh.load_state_dict(model.state_dict())

@@ -28,8 +28,8 @@ GAP = 4  # white pixels between panels
 
 
 def _settings(text: str) -> dict:
-    """``steps=8,start=0.5,init=estimate,eta=0`` -> DiffusionOptions fields."""
-    casts = {"steps": int, "start": float, "eta": float, "init": str, "consistency": str}
+    """``steps=30,start=1,texture=1.15,init=bicubic`` -> DiffusionOptions fields."""
+    casts = {"steps": int, "start": float, "eta": float, "init": str, "consistency": str, "texture": float}
     pairs = (item.split("=", 1) for item in text.split(",") if item)
     return {k: casts[k](v) for k, v in pairs}
 
