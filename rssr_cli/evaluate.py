@@ -160,9 +160,8 @@ def evaluate(
     if n == 0:
         raise DataError(f"{data}: no patches to evaluate")
     upsamplers, loaded, settings = _candidates(methods, cache, weights, steps=steps, start=start, eta=eta,
-                                               texture=texture,
-                                               noise_steps=noise_steps, consistency=consistency, init=init, seed=seed,
-                                               device=device, batch_size=batch_size)
+                                               texture=texture, noise_steps=noise_steps, consistency=consistency,
+                                               init=init, seed=seed, device=device, batch_size=batch_size)
     sums: dict[str, dict[str, Any]] = {m: {} for m in methods}
     timing = {m: 0.0 for m in methods}
     total_batches = math.ceil(n / batch_size) * len(methods)

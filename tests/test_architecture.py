@@ -180,8 +180,8 @@ def test_scripts_use_only_public_names() -> None:
 #: docs/ARCHITECTURE.md's floors, bottom up: a module may import its own floor and those below.
 FLOORS: list[tuple[str, ...]] = [
     ("rssr_cli.errors", "rssr_cli.version", "rssr_cli.atomic", "rssr_cli.bands", "rssr_cli.degrade",
-     "rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.devices", "rssr_cli.memory", "rssr_cli.diffusion",
-     "rssr_cli.model", "rssr_cli.lock", "rssr_cli.interrupt", "rssr_cli.diskspace", "rssr_cli.workers",
+     "rssr_cli.filters", "rssr_cli.metrics", "rssr_cli.patches", "rssr_cli.devices", "rssr_cli.memory",
+     "rssr_cli.diffusion", "rssr_cli.model", "rssr_cli.lock", "rssr_cli.interrupt", "rssr_cli.diskspace", "rssr_cli.workers",
      "rssr_cli.world"),
     ("rssr_cli.scene", "rssr_cli.aoi", "rssr_cli.tiling", "rssr_cli.encoding", "rssr_cli.cog", "rssr_cli.preview",
      "rssr_cli.scratch", "rssr_cli.input_checks", "rssr_cli.stac", "rssr_cli.safe", "rssr_cli.stac_item"),

@@ -1,8 +1,8 @@
 """Reusable click options and parameter types (rio's ``options.py`` pattern).
 
 Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``output_opt``, ``overwrite_opt``,
-``json_opt``, ``device_opt``, ``weights_opt``, ``texture_opt``, ``sampler_mode_options`` (``--consistency``, ``--no-consistency``,
-``--init``).
+``json_opt``, ``device_opt``, ``weights_opt``, ``texture_opt``, ``sampler_mode_options`` (``--consistency``,
+``--no-consistency``, ``--init``).
 """
 
 from __future__ import annotations

@@ -215,8 +215,8 @@ def _upscale(ctx: click.Context, world, inputs, output, output_dir, from_list, s
 
 
 def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, aoi, method, weights, device, steps,
-             start, eta, texture, seed, samples, consistency, init, batch_size, compile_, scale, tile_size, overlap, dtype,
-             creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
+             start, eta, texture, seed, samples, consistency, init, batch_size, compile_, scale, tile_size, overlap,
+             dtype, creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
              allow_unusual_input, stac):
     from rssr_cli.aoi import parse_bbox
     from rssr_cli.errors import UsageError

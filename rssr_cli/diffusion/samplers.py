@@ -131,6 +131,7 @@ def transfer_texture(estimate: torch.Tensor, sample: torch.Tensor, gain: float,
     little detail); ``sample`` a draw with detail (many DDIM steps). Interpolating between the minimum-error estimate
     and a sample is how every point of the distortion-perception trade-off is reached (Freirich, Michaeli and Meir,
     NeurIPS 2021); keeping only what the sample adds above ``sigma`` pixels spends the error budget where the detail
-    is, as the coarser part of a sample's difference from the estimate costs error and adds little of it (docs/model.md).
+    is, as the coarser part of a sample's difference from the estimate costs error and adds little detail
+    (docs/model.md).
     """
     return estimate + gain * high_pass(sample - estimate, sigma)
