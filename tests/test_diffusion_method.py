@@ -116,29 +116,34 @@ def test_seeds_reproduce_and_differ(tiny: Path) -> None:
     assert np.abs(a - moved).mean() > 1e-5
 
 
-@pytest.mark.parametrize("scale, rows, offset", [(Fraction(4), 64, 16), (Fraction(25, 2), 16, 2)])
-@pytest.mark.parametrize("consistency", ["none", "exact", "backproject"])
-def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, scale: Fraction, rows: int, offset: int) -> None:
+@pytest.mark.parametrize("scale, rows, offset", [(Fraction(4), 64, 16), (Fraction(25, 2), 18, 2)])
+@pytest.mark.parametrize("consistency, texture", [("none", None), ("exact", None), ("backproject", None),
+                                                  ("backproject", 1.15)])
+def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, texture: float | None, scale: Fraction, rows: int,
+                                 offset: int) -> None:
     """Two overlapping tiles, each with the noise and the network's stride-2 grid at its global origin, render the
     shared pixels identically away from their borders: no seams to hide. At 12.5x the second tile starts 25 HR pixels
     lower, not a multiple of the network's downsampling, so this also checks the phase alignment. The consistency
     projection is per tile; (D Dᵀ)⁻¹ decays about 7x per 2 LR pixels, so 5 LR pixels from a tile edge the two
     projections still differ by ~1e-3 of the (here large, random-model) LR residual: agreement to 2e-3 reflectance,
     and much closer with the pipeline's 14 px of context. Back-projection is local (bicubic support): as close as
-    no consistency step at all."""
+    no consistency step at all; so is the texture transfer (its Gaussian reaches 3 HR pixels)."""
     up = DiffusionUpsampler(_weights(tmp_path, seed=5, scale=scale), device="cpu", eta=1.0, consistency=consistency,
-                            steps=3)
+                            steps=3, texture=texture)
     lr = _lr(1, rows + offset, 6, seed=2)
     hr_offset, hr_rows = int(offset * scale), int(rows * scale)
     a = up.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean                 # HR rows [0, hr_rows)
     b = up.upscale_tiles(lr[:, :, offset:], [(hr_offset, 0)]).mean       # HR rows [hr_offset, hr_offset + hr_rows)
-    margin = receptive_field(up.config) + 2 * int(scale)                 # network field + bicubic support
+    reach = receptive_field(up.config) + 2 * scale + (3 if texture is not None else 0)  # + the texture's blur
+    assert up.context * scale >= reach  # the context the pipeline gives a tile covers it
+    margin = int(reach)
     shared = slice(hr_offset + margin, hr_rows - margin)
     assert shared.stop - shared.start >= 40
     in_b = slice(shared.start - hr_offset, shared.stop - hr_offset)
     np.testing.assert_allclose(a[:, :, shared], b[:, :, in_b], atol=2e-3 if consistency == "exact" else 1e-5)
     # With a different seed the same region differs (the agreement is not because the noise does not matter).
-    c = DiffusionUpsampler(up.loaded, device="cpu", eta=1.0, consistency=consistency, steps=3, seed=1)
+    c = DiffusionUpsampler(up.loaded, device="cpu", eta=1.0, consistency=consistency, steps=3, seed=1,
+                           texture=texture)
     other = c.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean
     assert np.abs(other[:, :, shared] - a[:, :, shared]).mean() > 1e-5
 

@@ -35,7 +35,7 @@ from rssr_cli.errors import UsageError
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods.base import TileResult
 from rssr_cli.model import SRModel, receptive_field
-from rssr_cli.model.config import CONSISTENCY_MODES, MAX_TEXTURE, SAMPLER_INITS, SamplerConfig
+from rssr_cli.model.config import CONSISTENCY_MODES, MAX_TEXTURE, SAMPLER_INITS, TEXTURE_SIGMA, SamplerConfig
 from rssr_cli.weights import LoadedModel, load_weights
 
 logger = logging.getLogger(__name__)
@@ -272,12 +272,16 @@ class DiffusionUpsampler:
         """LR pixels of context each tile gets, rounded up to a multiple of the scale's denominator so tile offsets
         stay aligned. With the model's default sampler settings, the context measured for them when the weights were
         exported (``sampler.context``: a tile's core then matches a whole-image run to within 1e-5 reflectance);
-        otherwise the bound: the network's receptive field on the HR grid plus bicubic's 2 LR pixels."""
+        otherwise the bound: the network's receptive field on the HR grid (and the texture transfer's Gaussian)
+        plus bicubic's 2 LR pixels."""
         measured = self.config.sampler.context
         if measured is not None and self.sampler == self.config.sampler:
             lr_pixels = measured
         else:
-            lr_pixels = math.ceil(receptive_field(self.config) / self.scale) + 2
+            hr_pixels = receptive_field(self.config)
+            if self.sampler.texture is not None:
+                hr_pixels += math.ceil(3 * TEXTURE_SIGMA)  # how far the texture's Gaussian blur reaches
+            lr_pixels = math.ceil(hr_pixels / self.scale) + 2
         d = self.scale.denominator
         return -(-lr_pixels // d) * d
 
