@@ -2,12 +2,15 @@
 the least error, on the VALIDATION split.
 
     python scripts/experiment_texture.py WEIGHTS data-work/val.npz --steps 30 [--steps 100] [--json OUT]
+    python scripts/experiment_texture.py WEIGHTS DATA --default     # the model's own sampler instead
 
 For each ``--steps K`` (DDIM from pure noise, the sampler as ``rssr upscale`` runs it, back-projection on) it scores
 plain interpolation ``E + a (S - E)`` and the high-pass transfer ``E + a HP_sigma(S - E)`` for several sigma (HR
 pixels) and gains a, with PSNR, detail and speckle as ``rssr evaluate`` defines them. E and S are each back-projected
 before they are mixed (``rssr upscale --texture`` mixes first and back-projects the mix: the same up to how the
 Gaussian and the back-projection commute; the shipped option is scored with ``rssr evaluate --texture``).
+With ``--default`` the sample is the weights' default sampler's, and a third mix is scored as well:
+``S + (a - 1) HP_1(S - E)``, which keeps the sample's coarser part (and its colour) and scales only its finest texture.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rssr_cli.weights import load_weights
 
 GAINS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.3)
 SIGMAS = (0.7, 1.0, 1.5, 2.0)
+DEFAULT_GAINS = (1.5, 2.0, 2.5)
 
 
 def _scores(x: torch.Tensor, lr_up: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> dict:
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights")
     ap.add_argument("data")
-    ap.add_argument("--steps", type=int, action="append", required=True)
+    ap.add_argument("--steps", type=int, action="append", default=[])
+    ap.add_argument("--default", action="store_true", help="also the weights' default sampler")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     cache = load_cache(args.data)
     base = replace(loaded.config.sampler, init="bicubic", start=1.0, texture=None)
     samplers = {"estimate": replace(base, steps=1)} | {f"{k} steps": replace(base, steps=k) for k in args.steps}
+    if args.default:
+        samplers["default"] = loaded.config.sampler
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in samplers}
     lrs, hrs, valids = [], [], []
     for i in range(0, len(cache), 8):
@@ -70,6 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     table = {"bicubic": _scores(lr_up, lr_up, hr, valid), "estimate": _scores(estimate, lr_up, hr, valid)}
     for name, sample in out.items():
         difference = sample - estimate
+        if name == "default":
+            table["default"] = _scores(sample, lr_up, hr, valid)
+            for a in DEFAULT_GAINS:
+                fine = high_pass(difference, 1.0)
+                table[f"default, E + {a:g} HP_1(S - E)"] = _scores(estimate + a * fine, lr_up, hr, valid)
+                table[f"default, S + {a - 1:g} HP_1(S - E)"] = _scores(sample + (a - 1) * fine, lr_up, hr, valid)
+            continue
         for a in GAINS:
             table[f"{name}, E + {a:g} (S - E)"] = _scores(estimate + a * difference, lr_up, hr, valid)
         for sigma in SIGMAS:
