@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,14 @@ def test_prepare_train_evaluate_end_to_end(tmp_path):
 
     r = _run("evaluate", str(cache), "-m", "bicubic")
     assert r.exit_code == 0 and "omission" in r.stdout and "bicubic" in r.stdout
+
+    # Training from a cache needs no rasterio (a lent GPU machine has torch but not the geospatial stack).
+    code = ("import sys; sys.modules['rasterio'] = None; from rssr_cli.cli import main; "
+            f"main(['train', {str(cache)!r}, '-o', {str(tmp_path / 'bare')!r}, '--steps', '1', '--batch-size', '2', "
+            "'--device', 'cpu', '--set', 'model.preset=tiny'])")
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert bare.returncode == 0, bare.stderr
+    assert (tmp_path / "bare" / "model.safetensors").is_file()
 
 
 def test_train_usage_errors_exit_2(tmp_path):

@@ -115,14 +115,15 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 def load_patches(config: TrainConfig, out: Path, *, main: bool, wait: Callable[[], None],
                  progress: Callable[[dict[str, Any]], None] | None) -> tuple[PatchCache, str]:
     """The patch cache and the name of the data: a ``.npz`` is read; an archive is prepared by the main process
-    into ``out/patches.npz`` while the others ``wait`` (a barrier) and then read it."""
-    from rssr_cli.train.archive import PrepareOptions, prepare_archive
-
+    into ``out/patches.npz`` while the others ``wait`` (a barrier) and then read it. Only an archive needs rasterio:
+    a machine without the geospatial stack (a lent GPU) trains from a cache."""
     if not config.data:
         raise UsageError("no training data: pass a patch cache (.npz) or an archive")
     src = Path(config.data)
     if src.suffix == ".npz":
         return load_cache(src), str(src)
+    from rssr_cli.train.archive import PrepareOptions, prepare_archive
+
     cached = out / "patches.npz"
     if main:
         prepared = prepare_archive(src, options=PrepareOptions.from_table(config.prepare))
