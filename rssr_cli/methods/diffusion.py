@@ -6,8 +6,8 @@ validation inside ``rssr train``, so that what is scored is exactly what ships. 
 the HR grid (:func:`rssr_cli.degrade.upsample`), prior features once, then for each of ``samples`` draws the LR-start
 sampler (K network evaluations, plus one for the one-step estimate of an ``estimate`` start or a ``texture``
 gain) with position-keyed noise, the optional texture transfer, the residual turned back into reflectance, and the
-consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several draws, their per-pixel standard
-deviation (the uncertainty the pipeline writes as a companion COG).
+consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several
+draws, their per-pixel standard deviation (the uncertainty the pipeline writes as a companion COG).
 
 Noise comes from :func:`rssr_cli.diffusion.noise.tile_noise` at each tile's global HR origin: overlapping tiles draw
 identical noise for the pixels they share, and the same seed gives the same noise field whatever the tile size.
@@ -68,8 +68,8 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
 
     ``origins``: each tile's top-left pixel in a global HR grid; the noise and the network's stride grid are keyed to
     it, so a tile's result does not depend on the batch it is in (up to float rounding: kernels may differ with
-    the batch size, which is why it is part of a run's fingerprint). ``sampler``: steps, start, eta, consistency, init.
-    ``texture``: see :class:`~rssr_cli.model.config.SamplerConfig`.
+    the batch size, which is why it is part of a run's fingerprint). ``sampler``: steps, start, eta, consistency, init,
+    texture (:class:`~rssr_cli.model.config.SamplerConfig`).
     ``amp``: bf16 autocast for the network on CUDA. Returns the mean over ``samples`` draws (float32) and their
     unbiased standard deviation (None for one draw).
     """
@@ -131,11 +131,11 @@ def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) 
 class DiffusionOptions:
     """``--method diffusion``: the model in ``weights`` (None: the shipped one) and how to sample it.
 
-    ``steps``/``start``/``eta``/``consistency``/``init``/``texture``: None takes the model's defaults (``config.sampler``;
-    ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean exact/none). ``seed`` and
-    ``samples``: the draws; the same seed on the same device gives the same output. ``batch_size``: tiles per network
-    call (default: on CUDA as many as the free device memory takes, :meth:`DiffusionUpsampler.fit_batch_size`; 1 on
-    the CPU). ``compile``: ``torch.compile`` the network (CUDA only; ignored with a warning on the CPU).
+    ``steps``/``start``/``eta``/``consistency``/``init``/``texture``: None takes the model's defaults
+    (``config.sampler``; ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean
+    exact/none). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same output.
+    ``batch_size``: tiles per network call (default: on CUDA as many as the free device memory takes,
+    :meth:`DiffusionUpsampler.fit_batch_size`; 1 on the CPU). ``compile``: ``torch.compile`` the network (CUDA only; ignored with a warning on the CPU).
     """
 
     method: ClassVar[str] = "diffusion"
