@@ -135,7 +135,8 @@ class DiffusionOptions:
     (``config.sampler``; ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean
     exact/none). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same output.
     ``batch_size``: tiles per network call (default: on CUDA as many as the free device memory takes,
-    :meth:`DiffusionUpsampler.fit_batch_size`; 1 on the CPU). ``compile``: ``torch.compile`` the network (CUDA only; ignored with a warning on the CPU).
+    :meth:`DiffusionUpsampler.fit_batch_size`; 1 on the CPU). ``compile``: ``torch.compile`` the network (CUDA
+    only; ignored with a warning on the CPU).
     """
 
     method: ClassVar[str] = "diffusion"
