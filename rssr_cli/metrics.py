@@ -253,9 +253,15 @@ def score(sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, valid: torch.Ten
     out["_shift_sum"] = ((sr - hr).mean(dim=(2, 3)) * valid).sum(0)
     out["_shift_n"] = valid.sum(0).float()
     # Energies for the colour metrics, summed by the caller (B02-B04: always valid in the data rssr prepares).
-    lr_up = upsample(lr, scale)
+    out.update(colour_sums(sr, hr, upsample(lr, scale)))
+    return out
+
+
+def colour_sums(sr: torch.Tensor, hr: torch.Tensor, lr_up: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch's energies behind :data:`COLOUR_METRICS` (``_e_*`` keys, summed over patches): what
+    :func:`detail_and_colour` turns into ratios once summed over every batch."""
+    sums = {}
     for prefix, energies in (("sr", colour_energies(sr)), ("hr", colour_energies(hr)),
                              ("add", colour_energies(sr, lr_up)), ("true", colour_energies(hr, lr_up))):
-        for k, v in energies.items():
-            out[f"_e_{prefix}_{k}"] = v.sum()
-    return out
+        sums.update({f"_e_{prefix}_{k}": v.sum() for k, v in energies.items()})
+    return sums

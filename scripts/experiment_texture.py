@@ -27,7 +27,7 @@ from rssr_cli.degrade import upsample
 from rssr_cli.filters import high_pass
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods.diffusion import patch_origins, sample_tiles
-from rssr_cli.metrics import colour_energies, detail_and_colour, psnr
+from rssr_cli.metrics import colour_sums, detail_and_colour, psnr
 from rssr_cli.patches import load_cache
 from rssr_cli.weights import load_weights
 
@@ -37,11 +37,7 @@ DEFAULT_GAINS = (1.5, 2.0, 2.5)
 
 
 def _scores(x: torch.Tensor, lr_up: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> dict:
-    sums = {}
-    for prefix, energies in (("sr", colour_energies(x)), ("hr", colour_energies(hr)),
-                             ("add", colour_energies(x, lr_up)), ("true", colour_energies(hr, lr_up))):
-        sums.update({f"_e_{prefix}_{k}": v.sum() for k, v in energies.items()})
-    colour = detail_and_colour(sums)
+    colour = detail_and_colour(colour_sums(x, hr, lr_up))
     return {"psnr": float(psnr(x, hr, valid).mean()), "detail": colour["detail"], "speckle": colour["speckle"]}
 
 
