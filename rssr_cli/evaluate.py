@@ -85,8 +85,8 @@ def _load_data(data: str | Path | PatchCache) -> PatchCache:
     return load_cache(data)
 
 
-def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, texture, noise_steps, consistency, init,
-                seed, device, batch_size) -> tuple[dict[str, TileUpsampler], Any, dict[str, Any]]:
+def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, texture, chroma_sigma, noise_steps,
+                consistency, init, seed, device, batch_size) -> tuple[dict[str, TileUpsampler], Any, dict[str, Any]]:
     """The methods to score, built from the registry (:mod:`rssr_cli.methods`) exactly as ``rssr upscale`` builds
     them; the model is loaded once and shared. Returns them, the loaded model (or None) and the settings used."""
     from rssr_cli.methods import BicubicOptions
@@ -96,7 +96,7 @@ def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, text
     loaded = None
     if any(m != "bicubic" for m in names):
         from rssr_cli.devices import resolve_device
-        from rssr_cli.methods.diffusion import DiffusionOptions
+        from rssr_cli.methods.diffusion import NO_TEXTURE, DiffusionOptions
         from rssr_cli.weights import default_weights_path, load_weights
 
         dev = resolve_device(device)
@@ -110,15 +110,18 @@ def _candidates(names: Sequence[str], cache, weights, *, steps, start, eta, text
         model = DiffusionOptions(weights=loaded, device=str(dev), seed=seed, consistency=consistency,
                                  batch_size=batch_size)
         noise_steps = min(noise_steps, loaded.config.schedule.timesteps)
-        variants = {"lr_start": replace(model, steps=steps, start=start, eta=eta, init=init, texture=texture),
-                    # Pure noise: the LR-start sampler from the last step, start = 1 (DDIM from N(0, I)).
-                    "pure_noise": replace(model, steps=noise_steps, start=1.0, eta=0.0, init="bicubic")}
-        built.update({m: variants[m].build() for m in names if m in variants})
-        overrides = {"steps": steps, "start": start, "eta": eta, "init": init, "texture": texture,
-                     "consistency": consistency}
-        sampler = replace(loaded.config.sampler, **{k: v for k, v in overrides.items() if v is not None})
+        lr_start = replace(model, steps=steps, start=start, eta=eta, init=init, texture=texture,
+                           chroma_sigma=chroma_sigma).build()
+        # Pure noise: the reference, plain DDIM from N(0, I) (the LR-start sampler from the last step, start = 1),
+        # without the model's texture transfer or chroma smoothing.
+        pure_noise = replace(model, steps=noise_steps, start=1.0, eta=0.0, init="bicubic", texture=NO_TEXTURE,
+                             chroma_sigma=0.0)
+        built["lr_start"] = lr_start
+        if "pure_noise" in names:
+            built["pure_noise"] = pure_noise.build()
+        sampler = lr_start.sampler
         settings.update(lr_start_steps=sampler.steps, start=sampler.start, eta=sampler.eta, init=sampler.init,
-                        texture=sampler.texture,
+                        texture=sampler.texture, chroma_sigma=sampler.chroma_sigma,
                         evaluations=sampler.evaluations, noise_steps=noise_steps,
                         consistency=sampler.consistency, device=dev.type)
     if "bicubic" in names:
@@ -134,7 +137,8 @@ def evaluate(
     steps: int | None = None,
     start: float | None = None,
     eta: float | None = None,
-    texture: float | None = None,
+    texture: float | str | None = None,
+    chroma_sigma: float | None = None,
     noise_steps: int = 100,
     consistency: str | bool | None = None,
     init: str | None = None,
@@ -160,8 +164,9 @@ def evaluate(
     if n == 0:
         raise DataError(f"{data}: no patches to evaluate")
     upsamplers, loaded, settings = _candidates(methods, cache, weights, steps=steps, start=start, eta=eta,
-                                               texture=texture, noise_steps=noise_steps, consistency=consistency,
-                                               init=init, seed=seed, device=device, batch_size=batch_size)
+                                               texture=texture, chroma_sigma=chroma_sigma, noise_steps=noise_steps,
+                                               consistency=consistency, init=init, seed=seed, device=device,
+                                               batch_size=batch_size)
     sums: dict[str, dict[str, Any]] = {m: {} for m in methods}
     timing = {m: 0.0 for m in methods}
     total_batches = math.ceil(n / batch_size) * len(methods)

@@ -1,7 +1,7 @@
 """Write a weights file from a training run, with the sampler defaults chosen on the validation split.
 
     python scripts/export.py RUN_OUTPUT OUT.safetensors [--steps K --start S --eta E --consistency MODE --init INIT
-                             --texture G|none]
+                             --texture G|none --chroma-sigma PX]
                              [--note key=value ...]
 
 RUN_OUTPUT is ``model.safetensors`` of a finished ``rssr train`` run, or a ``checkpoint.pt`` of a running one (its
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--consistency", choices=("backproject", "exact", "none"))
     ap.add_argument("--init", choices=("bicubic", "estimate"))
     ap.add_argument("--texture", help="texture gain (SamplerConfig.texture), or 'none' for the sample as drawn")
+    ap.add_argument("--chroma-sigma", type=float, help="SamplerConfig.chroma_sigma (HR px; 0 = off)")
     ap.add_argument("--context", default="auto", help="auto (measure), bound (store none) or LR pixels")
     ap.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
                     help="extra provenance entries (JSON values allowed)")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         loaded = load_weights(src)
         model, config, provenance = loaded.model, loaded.config, dict(loaded.provenance)
-    changes = {k: getattr(args, k) for k in ("steps", "start", "eta", "consistency", "init")}
+    changes = {k: getattr(args, k) for k in ("steps", "start", "eta", "consistency", "init", "chroma_sigma")}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.texture is not None:
         changes["texture"] = None if args.texture == "none" else float(args.texture)

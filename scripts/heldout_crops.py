@@ -28,8 +28,10 @@ GAP = 4  # white pixels between panels
 
 
 def _settings(text: str) -> dict:
-    """``steps=30,start=1,texture=1.15,init=bicubic`` -> DiffusionOptions fields."""
-    casts = {"steps": int, "start": float, "eta": float, "init": str, "consistency": str, "texture": float}
+    """``steps=30,start=1,texture=1.15,chroma_sigma=2,init=bicubic`` -> DiffusionOptions fields (``texture=none``:
+    the sample as drawn)."""
+    casts = {"steps": int, "start": float, "eta": float, "init": str, "consistency": str, "chroma_sigma": float,
+             "texture": lambda v: v if v == "none" else float(v)}
     pairs = (item.split("=", 1) for item in text.split(",") if item)
     return {k: casts[k](v) for k, v in pairs}
 

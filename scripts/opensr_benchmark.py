@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--start", type=float, help="sampler start (default: the model's)")
     parser.add_argument("--init", choices=("bicubic", "estimate"), help="sampler init (default: the model's)")
-    parser.add_argument("--texture", type=float, help="texture gain (default: the model's)")
+    parser.add_argument("--texture", type=lambda v: v if v == "none" else float(v),
+                        help="texture gain, or 'none' (default: the model's)")
+    parser.add_argument("--chroma-sigma", type=float, help="chroma smoothing, HR px (default: the model's)")
     parser.add_argument("--json", dest="json_out", help="also write the results here")
     args = parser.parse_args()
 
@@ -61,7 +63,8 @@ def main() -> None:
     n = len(cache) if args.max_patches is None else min(len(cache), args.max_patches)
     loaded = load_weights(args.weights or default_weights_path(), device=torch.device("cpu"))
     model = DiffusionOptions(weights=loaded, device="cpu", seed=args.seed)
-    overrides = {"steps": args.steps, "start": args.start, "init": args.init, "texture": args.texture}
+    overrides = {"steps": args.steps, "start": args.start, "init": args.init, "texture": args.texture,
+                 "chroma_sigma": args.chroma_sigma}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model = replace(model, **overrides)
     methods = {"model": model.build(), "bicubic": BicubicOptions(scale=cache.scale, bands=cache.bands).build()}

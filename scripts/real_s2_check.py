@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--start", type=float)
     ap.add_argument("--init")
     ap.add_argument("--consistency")
-    ap.add_argument("--texture", type=float)
+    ap.add_argument("--texture", type=lambda v: v if v == "none" else float(v), help="gain, or 'none'")
+    ap.add_argument("--chroma-sigma", type=float)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scene", nargs="*", default=["examples/boadella_2021-07-16_l2a.tif"])
     ap.add_argument("--png-dir")
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = DiffusionOptions(weights=args.weights, device="cpu", steps=args.steps, start=args.start, init=args.init,
-                             consistency=args.consistency, texture=args.texture, seed=args.seed).build()
+                             consistency=args.consistency, texture=args.texture, chroma_sigma=args.chroma_sigma,
+                             seed=args.seed).build()
     bicubic = BicubicOptions().build()
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

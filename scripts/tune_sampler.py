@@ -2,9 +2,10 @@
 
     python scripts/tune_sampler.py WEIGHTS data-work/val.npz [--out weights/results/sampler_tuning.json]
 
-Scores a grid of (consistency mode, init, steps, start, texture gain) with :func:`rssr_cli.evaluate.evaluate` (the same code
-as ``rssr evaluate`` and ``rssr upscale``: LR-start DDIM, eta 0 unless ``--eta``) plus bicubic, and prints one line per setting. The
-rule that picks the default is ``RULE`` below (see weights/README.md).
+Scores a grid of (consistency mode, init, steps, start, texture gain, chroma sigma) with
+:func:`rssr_cli.evaluate.evaluate` (the same code as ``rssr evaluate`` and ``rssr upscale``: LR-start DDIM, eta 0 unless
+``--eta``) plus bicubic, and prints one line per setting. The rule that picks the default is ``RULE`` below (see
+weights/README.md).
 """
 
 from __future__ import annotations
@@ -48,28 +49,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eta", type=float, nargs="*", default=[0.0], help="sampler stochasticity values to score")
     ap.add_argument("--texture", nargs="*", default=["none"],
                     help="texture gains to score ('none': the sample as drawn; see SamplerConfig.texture)")
+    ap.add_argument("--chroma-sigma", type=float, nargs="*", default=[0.0],
+                    help="chroma smoothing sigmas to score (HR px; 0 = off; see SamplerConfig.chroma_sigma)")
     args = ap.parse_args(argv)
-    textures = [None if t == "none" else float(t) for t in args.texture]
+    textures = [t if t == "none" else float(t) for t in args.texture]
     base = evaluate(args.data, None, methods=("bicubic",), max_patches=args.max_patches).methods["bicubic"]
     rows = []
     print(f"bicubic: psnr {base['psnr']:.3f} ssim {base['ssim']:.4f} detail {base['detail']:.4f} cons "
           f"{base['consistency_l1']:.6f}", file=sys.stderr)
-    grid = [(c, i, k, s, e, g) for c in args.consistency for i in args.init for k in args.steps for s in args.start
-            for e in args.eta for g in textures]
-    for consistency, init, steps, start, eta, texture in grid:
+    grid = [(c, i, k, s, e, g, cs) for c in args.consistency for i in args.init for k in args.steps for s in args.start
+            for e in args.eta for g in textures for cs in args.chroma_sigma]
+    for consistency, init, steps, start, eta, texture, chroma_sigma in grid:
         t = time.perf_counter()
         r = evaluate(args.data, args.weights, methods=("lr_start",), steps=steps, start=start, eta=eta, device="cpu",
-                     consistency=consistency, init=init, texture=texture,
+                     consistency=consistency, init=init, texture=texture, chroma_sigma=chroma_sigma,
                      max_patches=args.max_patches).methods["lr_start"]
         row = {"consistency": consistency, "init": init, "steps": steps, "start": start, "eta": eta,
-               "texture": texture, "evaluations": steps + (init == "estimate" or texture is not None),
+               "texture": None if texture == "none" else texture, "chroma_sigma": chroma_sigma,
+               "evaluations": steps + (init == "estimate" or texture != "none"),
                **{k: r[k] for k in ("psnr", "ssim", "hf_ratio", "detail", "speckle", "chroma_excess",
                                     "consistency_l1")},
                "psnr_gain": r["psnr"] - base["psnr"], "ssim_gain": r["ssim"] - base["ssim"],
                "seconds": time.perf_counter() - t}
         rows.append(row)
         print(f"{consistency:11s} {init:8s} steps {steps:2d} start {start:.2f} eta {eta:.1f} texture "
-              f"{'-' if texture is None else f'{texture:g}':>4s}: psnr {r['psnr']:.3f} "
+              f"{'-' if texture == 'none' else f'{texture:g}':>4s} chroma {chroma_sigma:g}: psnr {r['psnr']:.3f} "
               f"({row['psnr_gain']:+.3f}) ssim {r['ssim']:.4f} ({row['ssim_gain']:+.4f}) detail {r['detail']:.4f} "
               f"speckle {r['speckle'] or float('nan'):.2f} cons {r['consistency_l1']:.6f} [{row['seconds']:.0f} s]",
               file=sys.stderr)
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"data": args.data, "weights": args.weights,
               "bicubic": {k: base[k] for k in ("psnr", "ssim", "hf_ratio", "detail", "consistency_l1")},
               "rule": RULE, "grid": rows,
-              "chosen": {k: pick[k] for k in ("steps", "start", "eta", "consistency", "init", "texture")},
+              "chosen": {k: pick[k] for k in ("steps", "start", "eta", "consistency", "init", "texture",
+                                             "chroma_sigma")},
               "rule_met": bool(ok)}
     print(f"chosen: {result['chosen']}", file=sys.stderr)
     if args.out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from rssr_cli.errors import UsageError, WeightsError
 from rssr_cli.methods import TileResult, TileUpsampler, method_options
 from rssr_cli.methods.diffusion import DiffusionOptions, DiffusionUpsampler
 from rssr_cli.model import ModelConfig, build_model, receptive_field
-from rssr_cli.weights import save_weights
+from rssr_cli.weights import load_weights, save_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -117,24 +118,25 @@ def test_seeds_reproduce_and_differ(tiny: Path) -> None:
 
 
 @pytest.mark.parametrize("scale, rows, offset", [(Fraction(4), 64, 16), (Fraction(25, 2), 18, 2)])
-@pytest.mark.parametrize("consistency, texture", [("none", None), ("exact", None), ("backproject", None),
-                                                  ("backproject", 1.15)])
-def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, texture: float | None, scale: Fraction, rows: int,
-                                 offset: int) -> None:
+@pytest.mark.parametrize("consistency, texture, chroma", [("none", None, 0.0), ("exact", None, 0.0),
+                                                          ("backproject", None, 0.0), ("backproject", 1.15, 2.0)])
+def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, texture: float | None, chroma: float,
+                                 scale: Fraction, rows: int, offset: int) -> None:
     """Two overlapping tiles, each with the noise and the network's stride-2 grid at its global origin, render the
     shared pixels identically away from their borders: no seams to hide. At 12.5x the second tile starts 25 HR pixels
     lower, not a multiple of the network's downsampling, so this also checks the phase alignment. The consistency
     projection is per tile; (D Dᵀ)⁻¹ decays about 7x per 2 LR pixels, so 5 LR pixels from a tile edge the two
     projections still differ by ~1e-3 of the (here large, random-model) LR residual: agreement to 2e-3 reflectance,
     and much closer with the pipeline's 14 px of context. Back-projection is local (bicubic support): as close as
-    no consistency step at all; so is the texture transfer (its Gaussian reaches 3 HR pixels)."""
+    no consistency step at all; so are the texture transfer and the chroma smoothing (their Gaussians reach 3 and
+    6 HR pixels)."""
     up = DiffusionUpsampler(_weights(tmp_path, seed=5, scale=scale), device="cpu", eta=1.0, consistency=consistency,
-                            steps=3, texture=texture)
+                            steps=3, texture=texture, chroma_sigma=chroma)
     lr = _lr(1, rows + offset, 6, seed=2)
     hr_offset, hr_rows = int(offset * scale), int(rows * scale)
     a = up.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean                 # HR rows [0, hr_rows)
     b = up.upscale_tiles(lr[:, :, offset:], [(hr_offset, 0)]).mean       # HR rows [hr_offset, hr_offset + hr_rows)
-    reach = receptive_field(up.config) + 2 * scale + (3 if texture is not None else 0)  # + the texture's blur
+    reach = receptive_field(up.config) + 2 * scale + (3 if texture is not None else 0) + 3 * chroma  # + the blurs
     assert up.context * scale >= reach  # the context the pipeline gives a tile covers it
     margin = int(reach)
     shared = slice(hr_offset + margin, hr_rows - margin)
@@ -143,7 +145,7 @@ def test_overlapping_tiles_agree(tmp_path: Path, consistency: str, texture: floa
     np.testing.assert_allclose(a[:, :, shared], b[:, :, in_b], atol=2e-3 if consistency == "exact" else 1e-5)
     # With a different seed the same region differs (the agreement is not because the noise does not matter).
     c = DiffusionUpsampler(up.loaded, device="cpu", eta=1.0, consistency=consistency, steps=3, seed=1,
-                           texture=texture)
+                           texture=texture, chroma_sigma=chroma)
     other = c.upscale_tiles(lr[:, :, :rows], [(0, 0)]).mean
     assert np.abs(other[:, :, shared] - a[:, :, shared]).mean() > 1e-5
 
@@ -210,6 +212,47 @@ def test_texture_reuses_or_adds_the_estimate(tiny: Path) -> None:
         np.testing.assert_allclose(flat, estimate, atol=1e-6)
 
 
+def test_chroma_smoothing_keeps_brightness(tiny: Path, tmp_path: Path) -> None:
+    """--chroma-sigma PX: what the model adds over bicubic keeps its brightness (mean of B02-B04) and B08 exactly and
+    loses most of its pixel-scale colour; the setting is recorded in the tags and widens the tile context; a model
+    without two visible bands refuses it."""
+    from rssr_cli.metrics import chroma, luminance
+
+    lr = _lr(1, 6, 8)
+    plain = DiffusionUpsampler(tiny, device="cpu", consistency="none", eta=1.0)
+    smooth = DiffusionUpsampler(tiny, device="cpu", consistency="none", eta=1.0, chroma_sigma=2.0)
+    a = torch.from_numpy(plain.upscale_tiles(lr, [(0, 0)]).mean)
+    b = torch.from_numpy(smooth.upscale_tiles(lr, [(0, 0)]).mean)
+    torch.testing.assert_close(luminance(b), luminance(a), atol=1e-6, rtol=0)
+    torch.testing.assert_close(b[:, 3], a[:, 3])
+    lr_up = upsample(torch.from_numpy(lr), plain.scale)
+    assert chroma(b - lr_up).var() < 0.5 * chroma(a - lr_up).var()
+    assert smooth.provenance()["RSSR_CHROMA_SIGMA"] == "2" and "RSSR_CHROMA_SIGMA" not in plain.provenance()
+    assert smooth.context >= plain.context
+    nir_red = _weights(tmp_path, bands=("B04", "B08"))
+    with pytest.raises(UsageError, match="--chroma-sigma needs"):
+        DiffusionUpsampler(nir_red, device="cpu", chroma_sigma=2.0)
+
+
+def test_texture_none_overrides_the_model_default(tmp_path: Path) -> None:
+    """Weights whose default sampler sets texture and chroma smoothing: ``texture="none"`` and ``chroma_sigma=0``
+    give the plain sample, exactly what weights without those defaults give."""
+    plain_weights = _weights(tmp_path, seed=4)
+    loaded = load_weights(plain_weights)
+    config = loaded.config.replace(sampler=replace(loaded.config.sampler, texture=2.0, chroma_sigma=2.0))
+    model = build_model(config)
+    model.load_state_dict(loaded.model.state_dict())
+    textured_weights = save_weights(tmp_path / "textured.safetensors", model, config, {})
+    lr = _lr(1, 6, 8)
+    default = DiffusionUpsampler(textured_weights, device="cpu")
+    assert (default.texture, default.chroma_sigma) == (2.0, 2.0)
+    off = DiffusionUpsampler(textured_weights, device="cpu", texture="none", chroma_sigma=0.0)
+    assert (off.texture, off.chroma_sigma) == (None, 0.0) and "RSSR_TEXTURE" not in off.provenance()
+    reference = DiffusionUpsampler(plain_weights, device="cpu").upscale_tiles(lr, [(0, 0)]).mean
+    np.testing.assert_array_equal(off.upscale_tiles(lr, [(0, 0)]).mean, reference)
+    assert np.abs(default.upscale_tiles(lr, [(0, 0)]).mean - reference).mean() > 1e-6
+
+
 def test_batches_do_not_change_results(tiny: Path) -> None:
     lr = _lr(3, 4, 4)
     origins = [(0, 0), (50, 0), (0, 50)]
@@ -243,6 +286,9 @@ def test_options_defaults_and_provenance(tiny: Path) -> None:
     ({"init": "noise"}, "--init noise"),
     ({"texture": -0.1}, "--texture"),
     ({"texture": 5.0}, "--texture"),
+    ({"texture": "off"}, "--texture"),
+    ({"chroma_sigma": -1.0}, "--chroma-sigma"),
+    ({"chroma_sigma": 9.0}, "--chroma-sigma"),
 ])
 def test_bad_options_are_usage_errors(tiny: Path, options: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
@@ -291,24 +337,25 @@ def test_cli_sampler_modes(tiny: Path, utm_scene: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from rssr_cli.cli import main
-    from rssr_cli.cli.options import CONSISTENCY_CHOICES, INIT_CHOICES, TEXTURE_RANGE
-    from rssr_cli.model.config import CONSISTENCY_MODES, MAX_TEXTURE, SAMPLER_INITS
+    from rssr_cli.cli.options import CHROMA_SIGMA_RANGE, CONSISTENCY_CHOICES, INIT_CHOICES, TEXTURE_RANGE
+    from rssr_cli.model.config import CONSISTENCY_MODES, MAX_CHROMA_SIGMA, MAX_TEXTURE, SAMPLER_INITS
 
     assert CONSISTENCY_CHOICES == CONSISTENCY_MODES and INIT_CHOICES == SAMPLER_INITS
-    assert TEXTURE_RANGE == (0, MAX_TEXTURE)
+    assert TEXTURE_RANGE == (0, MAX_TEXTURE) and CHROMA_SIGMA_RANGE == (0, MAX_CHROMA_SIGMA)
     box = ["--bbox", "500000,5199840,500160,5200000", "--bbox-crs", "scene", "--weights", str(tiny), "--device", "cpu"]
-    for flags, mode, init, texture in ((["--no-consistency"], "none", "bicubic", None),
-                                       (["--consistency", "exact", "--init", "estimate", "--texture", "1.5"], "exact",
-                                        "estimate", "1.5")):
+    for flags, mode, init, texture in ((["--no-consistency", "--texture", "none"], "none", "bicubic", None),
+                                       (["--consistency", "exact", "--init", "estimate", "--texture", "1.5",
+                                         "--chroma-sigma", "2"], "exact", "estimate", "1.5")):
         out = tmp_path / f"{mode}.tif"
         result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(out), "-q", *box, *flags])
         assert result.exit_code == 0, result.output
         with rasterio.open(out) as ds:
             assert (ds.tags()["RSSR_CONSISTENCY"], ds.tags()["RSSR_INIT"]) == (mode, init)
             assert ds.tags().get("RSSR_TEXTURE") == texture
-    result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(tmp_path / "y.tif"), *box,
-                                       "--texture", "9"])
-    assert result.exit_code == 2 and "--texture" in result.output and not (tmp_path / "y.tif").exists()
+            assert ds.tags().get("RSSR_CHROMA_SIGMA") == ("2" if texture else None)
+    for flag, bad in (("--texture", "9"), ("--texture", "off"), ("--chroma-sigma", "9")):
+        result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(tmp_path / "y.tif"), *box, flag, bad])
+        assert result.exit_code == 2 and flag in result.output and not (tmp_path / "y.tif").exists()
     result = CliRunner().invoke(main, ["upscale", str(utm_scene), "-o", str(tmp_path / "x.tif"), *box,
                                        "--no-consistency", "--consistency", "exact"])
     assert result.exit_code == 2 and "contradicts" in result.output

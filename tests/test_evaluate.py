@@ -192,3 +192,8 @@ def test_evaluate_all_methods_on_a_trained_tiny_model(triplet, tmp_path):
     assert result.settings["consistency"] == "backproject"
     assert result.methods["lr_start"]["consistency_l1"] < result.methods["bicubic"]["consistency_l1"]
     json.dumps(result.to_dict())
+    # The LR-start settings reach the sampler and are reported; the pure-noise reference stays plain DDIM.
+    smooth = evaluate(cache, weights, methods=("lr_start", "pure_noise"), texture=1.5, chroma_sigma=2.0,
+                      noise_steps=100, max_patches=4)
+    assert (smooth.settings["texture"], smooth.settings["chroma_sigma"]) == (1.5, 2.0)
+    assert smooth.methods["pure_noise"]["psnr"] == result.methods["pure_noise"]["psnr"]

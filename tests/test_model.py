@@ -112,6 +112,21 @@ def test_sampler_texture_config() -> None:
             SamplerConfig(texture=bad)
 
 
+def test_sampler_chroma_config() -> None:
+    """sampler.chroma_sigma: off (0) by default and then left out of the JSON, round-trips when set, checked; it acts
+    on the visible bands the model has (two at least)."""
+    assert "chroma_sigma" not in ModelConfig().to_dict()["sampler"]
+    config = ModelConfig(sampler=SamplerConfig(steps=4, chroma_sigma=2.0))
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["sampler"]["chroma_sigma"] == 2.0 and ModelConfig.from_dict(d) == config
+    for bad in (-1.0, 9.0):
+        with pytest.raises(ValueError, match="chroma_sigma"):
+            SamplerConfig(chroma_sigma=bad)
+    assert ModelConfig().chroma_channels == (0, 1, 2)
+    assert ModelConfig.tiny(bands=("B08", "B04", "B03")).chroma_channels == (2, 1)
+    assert ModelConfig.tiny(bands=("B04", "B08")).chroma_channels == ()
+
+
 def test_unshuffle_config() -> None:
     """arch.unshuffle: 2 is the layout of every file written before the field existed, so it is left out of the
     JSON (older rssr still reads such files); any other factor is written, and older readers refuse it as an unknown

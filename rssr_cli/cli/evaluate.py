@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from rssr_cli.cli.options import consistency_value, device_opt, sampler_mode_options, texture_opt
+from rssr_cli.cli.options import (chroma_sigma_opt, consistency_value, device_opt, sampler_mode_options,
+                                  texture_opt)
 from rssr_cli.cli.train import build_prepare_options, prepare_opts
 
 
@@ -23,6 +24,7 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.option("--eta", type=click.FloatRange(min=0), help="LR-start sampler stochasticity (0 = deterministic DDIM; "
               "default: the model's).")
 @texture_opt
+@chroma_sigma_opt
 @click.option("--noise-steps", type=int, default=100, show_default=True,
               help="DDIM steps of the pure-noise sampler (at most the model's T).")
 @sampler_mode_options
@@ -33,7 +35,8 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.pass_context
 def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[str, ...], steps: int | None,
-             start: float | None, eta: float | None, texture: float | None, noise_steps: int,
+             start: float | None, eta: float | None, texture: float | str | None, chroma_sigma: float | None,
+             noise_steps: int,
              consistency: str | None, init: str | None, sample_seed: int, max_patches: int | None, device: str,
              as_json: bool, **kw: Any) -> None:
     """Score the model (LR-start and pure-noise samplers) and bicubic on DATA: a patch cache (.npz) or an archive
@@ -60,7 +63,7 @@ def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[
             bar.update(task, completed=done, total=total, description=name)
     try:
         result = run(_patches(data, kw), weights, methods=chosen, steps=steps, start=start, eta=eta,
-                     texture=texture, noise_steps=noise_steps,
+                     texture=texture, chroma_sigma=chroma_sigma, noise_steps=noise_steps,
                      consistency=consistency_value(ctx, consistency), init=init,
                      seed=sample_seed, device=device, max_patches=max_patches, name=data, progress=progress)
     finally:

@@ -1,8 +1,8 @@
 """Reusable click options and parameter types (rio's ``options.py`` pattern).
 
-Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``output_opt``, ``overwrite_opt``,
-``json_opt``, ``device_opt``, ``weights_opt``, ``texture_opt``, ``sampler_mode_options`` (``--consistency``,
-``--no-consistency``, ``--init``).
+Index: ``KeyValue`` (``--co NAME=VALUE``), ``IntList`` (``-b 2,3,4,8``), ``TextureGain``, ``output_opt``,
+``overwrite_opt``, ``json_opt``, ``device_opt``, ``weights_opt``, ``texture_opt``, ``chroma_sigma_opt``,
+``sampler_mode_options`` (``--consistency``, ``--no-consistency``, ``--init``).
 """
 
 from __future__ import annotations
@@ -49,14 +49,40 @@ device_opt = click.option("--device", default="auto", show_default=True,
                           help="auto, cpu, cuda or cuda:N (auto takes CUDA when present; CPU fallback with a notice).")
 weights_opt = click.option("--weights", type=click.Path(dir_okay=False),
                            help="Model weights file (.safetensors). Default: the model shipped in weights/.")
-#: ``--texture``'s range (rssr_cli.model.config.MAX_TEXTURE, repeated so that ``--help`` does not import torch).
+#: ``--texture``'s and ``--chroma-sigma``'s ranges (rssr_cli.model.config.MAX_TEXTURE, MAX_CHROMA_SIGMA, repeated so
+#: that ``--help`` does not import torch; tests/test_diffusion_method.py checks they agree).
 TEXTURE_RANGE = (0, 4.0)
+CHROMA_SIGMA_RANGE = (0, 8.0)
 
-texture_opt = click.option("--texture", type=click.FloatRange(*TEXTURE_RANGE), metavar="GAIN",
+
+class TextureGain(click.ParamType):
+    """``--texture``: a gain in :data:`TEXTURE_RANGE`, or ``none`` (the sample as drawn)."""
+
+    name = "gain"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, float) or value == "none":
+            return value
+        try:
+            gain = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+        low, high = TEXTURE_RANGE
+        if not low <= gain <= high:
+            self.fail(f"{gain:g} is not in the range {low}<=x<={high:g}", param, ctx)
+        return gain
+
+
+texture_opt = click.option("--texture", type=TextureGain(), metavar="GAIN|none",
                            help="The network's one-step estimate (its least-error prediction) plus GAIN times the "
-                           "sample's finest texture (what the sample adds at the 1-2 pixel scale); 0 = the estimate. "
-                           "Not set: the sample as drawn. One more evaluation unless --init estimate. Sharper "
-                           "setting: --steps 30 --start 1 --texture 1.15 (31 evaluations; weights/README.md).")
+                           "sample's finest texture (what the sample adds at the 1-2 pixel scale); 0 = the estimate, "
+                           "none = the sample as drawn. Default: the model's (shipped model: 2.5). One more "
+                           "evaluation unless --init estimate. Sharper setting: --steps 30 --start 1 --texture 1.15 "
+                           "(31 evaluations; weights/README.md).")
+chroma_sigma_opt = click.option("--chroma-sigma", type=click.FloatRange(*CHROMA_SIGMA_RANGE), metavar="PX",
+                                help="Blur the colour (not the brightness) of the detail the model adds over "
+                                "bicubic in B02-B04 by a Gaussian of PX output pixels: colour speckle removed, fine "
+                                "detail kept. 0 = off. Default: the model's (shipped model: 2).")
 
 
 #: The sampler's modes (rssr_cli.model.config.CONSISTENCY_MODES / SAMPLER_INITS, repeated here so that ``--help``

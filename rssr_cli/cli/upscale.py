@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from rssr_cli.cli.options import (IntList, KeyValue, consistency_value, device_opt, flatten_bidx, json_opt,
-                                  overwrite_opt, sampler_mode_options, texture_opt, verbosity_options,
+from rssr_cli.cli.options import (IntList, KeyValue, chroma_sigma_opt, consistency_value, device_opt, flatten_bidx,
+                                  json_opt, overwrite_opt, sampler_mode_options, texture_opt, verbosity_options,
                                   weights_opt)
 from rssr_cli.cli.progress import tile_progress
 from rssr_cli.methods import METHODS
@@ -86,6 +86,7 @@ def _all_single_band(paths: list[str]) -> bool:
 @click.option("--eta", type=click.FloatRange(min=0), help="Sampler stochasticity (0 = deterministic DDIM). "
               "Default: the model's.")
 @texture_opt
+@chroma_sigma_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise field.")
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Draws per pixel; the output is their mean and OUTPUT_std.tif their standard deviation.")
@@ -215,8 +216,8 @@ def _upscale(ctx: click.Context, world, inputs, output, output_dir, from_list, s
 
 
 def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, aoi, method, weights, device, steps,
-             start, eta, texture, seed, samples, consistency, init, batch_size, compile_, scale, tile_size, overlap,
-             dtype, creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
+             start, eta, texture, chroma_sigma, seed, samples, consistency, init, batch_size, compile_, scale, tile_size,
+             overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
              allow_unusual_input, stac):
     from rssr_cli.aoi import parse_bbox
     from rssr_cli.errors import UsageError
@@ -230,7 +231,7 @@ def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, ao
     return UpscaleOptions(
         method=method_options(method, weights=weights, device=world.device(device), steps=steps, start=start,
                               eta=eta, seed=seed, samples=samples, consistency=consistency_value(ctx, consistency),
-                              init=init, texture=texture, batch_size=batch_size, compile=compile_ or None,
+                              init=init, texture=texture, chroma_sigma=chroma_sigma, batch_size=batch_size, compile=compile_ or None,
                               scale=Fraction(scale).limit_denominator(1000) if scale else None),
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,

@@ -5,8 +5,8 @@
 validation inside ``rssr train``, so that what is scored is exactly what ships. For a batch of LR tiles: bicubic onto
 the HR grid (:func:`rssr_cli.degrade.upsample`), prior features once, then for each of ``samples`` draws the LR-start
 sampler (K network evaluations, plus one for the one-step estimate of an ``estimate`` start or a ``texture``
-gain) with position-keyed noise, the optional texture transfer, the residual turned back into reflectance, and the
-consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several
+gain) with position-keyed noise, the optional texture transfer, the residual turned back into reflectance, the
+optional chroma smoothing of what the model adds, and the consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several
 draws, their per-pixel standard deviation (the uncertainty the pipeline writes as a companion COG).
 
 Noise comes from :func:`rssr_cli.diffusion.noise.tile_noise` at each tile's global HR origin: overlapping tiles draw
@@ -32,15 +32,17 @@ from rssr_cli.diffusion.noise import tile_noise
 from rssr_cli.diffusion.samplers import ddim_timesteps, lr_start_sample, transfer_texture
 from rssr_cli.diffusion.schedule import NoiseSchedule
 from rssr_cli.errors import UsageError
+from rssr_cli.filters import blur_chroma
 from rssr_cli.memory import keep_big_blocks
 from rssr_cli.methods.base import TileResult
 from rssr_cli.model import SRModel, receptive_field
-from rssr_cli.model.config import CONSISTENCY_MODES, MAX_TEXTURE, SAMPLER_INITS, TEXTURE_SIGMA, SamplerConfig
+from rssr_cli.model.config import (CONSISTENCY_MODES, MAX_CHROMA_SIGMA, MAX_TEXTURE, SAMPLER_INITS, TEXTURE_SIGMA,
+                                   SamplerConfig)
 from rssr_cli.weights import LoadedModel, load_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DiffusionOptions", "DiffusionUpsampler", "patch_origins", "sample_tiles"]
+__all__ = ["NO_TEXTURE", "DiffusionOptions", "DiffusionUpsampler", "patch_origins", "sample_tiles"]
 
 Origins = Sequence[tuple[int, int]]
 
@@ -69,7 +71,7 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
     ``origins``: each tile's top-left pixel in a global HR grid; the noise and the network's stride grid are keyed to
     it, so a tile's result does not depend on the batch it is in (up to float rounding: kernels may differ with
     the batch size, which is why it is part of a run's fingerprint). ``sampler``: steps, start, eta, consistency, init,
-    texture (:class:`~rssr_cli.model.config.SamplerConfig`).
+    texture, chroma_sigma (:class:`~rssr_cli.model.config.SamplerConfig`).
     ``amp``: bf16 autocast for the network on CUDA. Returns the mean over ``samples`` draws (float32) and their
     unbiased standard deviation (None for one draw).
     """
@@ -102,7 +104,10 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
                              noise=noise, prediction=model.config.prediction, x_init=x_init)
         if sampler.texture is not None:
             x0 = transfer_texture(estimate, x0, sampler.texture)
-        sr = _consistent(model.from_residual(x0, lr_up), lr, model.config.scale, sampler.consistency)
+        sr = model.from_residual(x0, lr_up)
+        if sampler.chroma_sigma > 0:  # in reflectance: the residual's per-band scaling would skew the colour
+            sr = lr_up + blur_chroma(sr - lr_up, sampler.chroma_sigma, model.config.chroma_channels)
+        sr = _consistent(sr, lr, model.config.scale, sampler.consistency)
         total += sr.double()
         total_sq += sr.double() ** 2
     mean = total / samples
@@ -127,13 +132,18 @@ def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) 
     return sr
 
 
+#: ``texture`` value that turns the texture transfer off whatever the model's default.
+NO_TEXTURE = "none"
+
+
 @dataclass(frozen=True)
 class DiffusionOptions:
     """``--method diffusion``: the model in ``weights`` (None: the shipped one) and how to sample it.
 
-    ``steps``/``start``/``eta``/``consistency``/``init``/``texture``: None takes the model's defaults
-    (``config.sampler``; ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean
-    exact/none). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same output.
+    ``steps``/``start``/``eta``/``consistency``/``init``/``texture``/``chroma_sigma``: None takes the model's
+    defaults (``config.sampler``; ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean
+    exact/none; ``texture`` ``"none"`` returns the sample as drawn whatever the model's default; ``chroma_sigma`` 0
+    turns the smoothing off). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same output.
     ``batch_size``: tiles per network call (default: on CUDA as many as the free device memory takes,
     :meth:`DiffusionUpsampler.fit_batch_size`; 1 on the CPU). ``compile``: ``torch.compile`` the network (CUDA
     only; ignored with a warning on the CPU).
@@ -149,14 +159,16 @@ class DiffusionOptions:
     samples: int = 1
     consistency: str | bool | None = None
     init: str | None = None
-    texture: float | None = None
+    texture: float | str | None = None
+    chroma_sigma: float | None = None
     batch_size: int | None = None
     compile: bool = False
 
     def build(self) -> "DiffusionUpsampler":
         return DiffusionUpsampler(self.weights, device=self.device, steps=self.steps, start=self.start,
                                   eta=self.eta, seed=self.seed, samples=self.samples, consistency=self.consistency,
-                                  init=self.init, texture=self.texture, batch_size=self.batch_size,
+                                  init=self.init, texture=self.texture, chroma_sigma=self.chroma_sigma,
+                                  batch_size=self.batch_size,
                                   compile=self.compile)
 
 
@@ -181,7 +193,8 @@ class DiffusionUpsampler:
         samples: int = 1,
         consistency: str | bool | None = None,
         init: str | None = None,
-        texture: float | None = None,
+        texture: float | str | None = None,
+        chroma_sigma: float | None = None,
         batch_size: int | None = None,
         compile: bool = False,
     ) -> None:
@@ -194,11 +207,14 @@ class DiffusionUpsampler:
         self.batch_size = int(batch_size) if batch_size is not None else (8 if self.device.type == "cuda" else 1)
         self._fit_batch = batch_size is None and self.device.type == "cuda"  # see fit_batch_size
         self._fitted: dict[tuple[int, int], int] = {}
+        self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init, texture=texture,
+                            chroma_sigma=chroma_sigma)
         overrides = {"steps": steps, "start": start, "eta": eta, "consistency": consistency, "init": init,
-                     "texture": texture}
-        self._check_options(steps=steps, start=start, eta=eta, consistency=consistency, init=init, texture=texture)
-        self.sampler: SamplerConfig = replace(self.config.sampler,
-                                              **{k: v for k, v in overrides.items() if v is not None})
+                     "texture": texture, "chroma_sigma": chroma_sigma}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if texture == NO_TEXTURE:
+            overrides["texture"] = None
+        self.sampler: SamplerConfig = replace(self.config.sampler, **overrides)
         self.t0 = self.schedule.start_index(self.sampler.start)
         self.scale: Fraction = self.config.scale
         self.bands: tuple[str, ...] = self.config.bands
@@ -216,7 +232,8 @@ class DiffusionUpsampler:
             keep_big_blocks()  # see rssr_cli.memory: page faults cost a third of CPU time otherwise
 
     def _check_options(self, *, steps: int | None, start: float | None, eta: float | None,
-                       consistency: str | bool | None, init: str | None, texture: float | None) -> None:
+                       consistency: str | bool | None, init: str | None, texture: float | str | None,
+                       chroma_sigma: float | None) -> None:
         """Each option checked with a message naming its flag (SamplerConfig's own checks do not name flags)."""
         defaults = self.config.sampler
         steps = defaults.steps if steps is None else int(steps)
@@ -238,8 +255,15 @@ class DiffusionUpsampler:
             raise UsageError(f"--consistency {consistency}: choose one of {', '.join(CONSISTENCY_MODES)}")
         if init is not None and init not in SAMPLER_INITS:
             raise UsageError(f"--init {init}: choose one of {', '.join(SAMPLER_INITS)}")
-        if texture is not None and not 0 <= texture <= MAX_TEXTURE:
+        if isinstance(texture, str) and texture != NO_TEXTURE:
+            raise UsageError(f"--texture must be a gain in [0, {MAX_TEXTURE:g}] or {NO_TEXTURE!r}, got {texture!r}")
+        if isinstance(texture, (int, float)) and not 0 <= texture <= MAX_TEXTURE:
             raise UsageError(f"--texture must be in [0, {MAX_TEXTURE:g}], got {texture:g}")
+        if chroma_sigma is not None and not 0 <= chroma_sigma <= MAX_CHROMA_SIGMA:
+            raise UsageError(f"--chroma-sigma must be in [0, {MAX_CHROMA_SIGMA:g}], got {chroma_sigma:g}")
+        if chroma_sigma and not self.config.chroma_channels:
+            raise UsageError(f"--chroma-sigma needs at least two of B02, B03, B04; this model has "
+                             f"{', '.join(self.config.bands)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
 
@@ -269,12 +293,16 @@ class DiffusionUpsampler:
         return self.sampler.texture
 
     @property
+    def chroma_sigma(self) -> float:
+        return self.sampler.chroma_sigma
+
+    @property
     def context(self) -> int:
         """LR pixels of context each tile gets, rounded up to a multiple of the scale's denominator so tile offsets
         stay aligned. With the model's default sampler settings, the context measured for them when the weights were
         exported (``sampler.context``: a tile's core then matches a whole-image run to within 1e-5 reflectance);
-        otherwise the bound: the network's receptive field on the HR grid (and the texture transfer's Gaussian)
-        plus bicubic's 2 LR pixels."""
+        otherwise the bound: the network's receptive field on the HR grid (and the texture transfer's and the
+        chroma smoothing's Gaussians) plus bicubic's 2 LR pixels."""
         measured = self.config.sampler.context
         if measured is not None and self.sampler == self.config.sampler:
             lr_pixels = measured
@@ -282,6 +310,7 @@ class DiffusionUpsampler:
             hr_pixels = receptive_field(self.config)
             if self.sampler.texture is not None:
                 hr_pixels += math.ceil(3 * TEXTURE_SIGMA)  # how far the texture's Gaussian blur reaches
+            hr_pixels += math.ceil(3 * self.sampler.chroma_sigma)  # and the chroma smoothing's
             lr_pixels = math.ceil(hr_pixels / self.scale) + 2
         d = self.scale.denominator
         return -(-lr_pixels // d) * d
@@ -366,6 +395,8 @@ class DiffusionUpsampler:
         }
         if self.sampler.texture is not None:
             tags["RSSR_TEXTURE"] = f"{self.sampler.texture:g}"
+        if self.sampler.chroma_sigma > 0:
+            tags["RSSR_CHROMA_SIGMA"] = f"{self.sampler.chroma_sigma:g}"
         if self.compiled:
             tags["RSSR_COMPILED"] = "torch.compile"
         return tags

@@ -22,6 +22,8 @@ __all__ = [
     "Prediction",
     "SAMPLER_INITS",
     "MAX_TEXTURE",
+    "CHROMA_BANDS",
+    "MAX_CHROMA_SIGMA",
     "TEXTURE_SIGMA",
     "SamplerConfig",
     "SamplerInit",
@@ -46,6 +48,10 @@ SAMPLER_INITS: tuple[str, ...] = ("bicubic", "estimate")
 #: chosen on the validation split, docs/model.md) and the largest gain accepted.
 TEXTURE_SIGMA = 1.0
 MAX_TEXTURE = 4.0
+#: The sampler's chroma smoothing acts on these bands' colour (their deviations from their mean), when a model has at
+#: least two of them; the largest sigma (HR pixels) accepted.
+CHROMA_BANDS = ("B02", "B03", "B04")
+MAX_CHROMA_SIGMA = 8.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,10 @@ class SamplerConfig:
     minimum-error prediction; one more evaluation unless ``init`` is ``estimate``) plus g times the sample's finest
     texture, what the sample has beyond the estimate above :data:`TEXTURE_SIGMA` HR pixels
     (:func:`rssr_cli.diffusion.samplers.transfer_texture`): the distortion-perception knob, 0 = the estimate.
+    ``chroma_sigma``: the colour of what the model adds over bicubic, in the visible bands (:data:`CHROMA_BANDS`), is
+    blurred by a Gaussian of this many HR pixels while its brightness is kept (:func:`rssr_cli.filters.blur_chroma`):
+    a 10 m pixel carries too little colour information for 0.8 m colour detail, so colour the network invents at
+    the finest scales is speckle; real fine detail is mostly brightness (docs/model.md). 0 = off.
     """
 
     steps: int = 8
@@ -148,6 +158,7 @@ class SamplerConfig:
     init: SamplerInit = "bicubic"
     context: int | None = None
     texture: float | None = None
+    chroma_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.consistency, bool):
@@ -167,6 +178,8 @@ class SamplerConfig:
             raise ValueError("sampler: context must be non-negative")
         if self.texture is not None and not 0 <= self.texture <= MAX_TEXTURE:
             raise ValueError(f"sampler: texture must be in [0, {MAX_TEXTURE:g}], got {self.texture:g}")
+        if not 0 <= self.chroma_sigma <= MAX_CHROMA_SIGMA:
+            raise ValueError(f"sampler: chroma_sigma must be in [0, {MAX_CHROMA_SIGMA:g}], got {self.chroma_sigma:g}")
 
     @property
     def evaluations(self) -> int:
@@ -218,6 +231,13 @@ class ModelConfig:
     def channels(self) -> int:
         return len(self.bands)
 
+    @property
+    def chroma_channels(self) -> tuple[int, ...]:
+        """Indices of the :data:`CHROMA_BANDS` this model has: the channels whose colour ``chroma_sigma`` smooths
+        (none unless at least two)."""
+        found = tuple(self.bands.index(b) for b in CHROMA_BANDS if b in self.bands)
+        return found if len(found) >= 2 else ()
+
     @classmethod
     def tiny(cls, **overrides: Any) -> ModelConfig:
         """A very small network (for tests and smoke runs on CPU): two levels, a few channels, T = 50."""
@@ -248,6 +268,8 @@ class ModelConfig:
         for key in ("context", "texture"):
             if getattr(self.sampler, key) is None:
                 del d["sampler"][key]  # likewise: files without these settings stay readable by older rssr
+        if self.sampler.chroma_sigma == 0:
+            del d["sampler"]["chroma_sigma"]
         d["bands"] = list(self.bands)
         return _lists(d)
 
