@@ -31,8 +31,8 @@ RULE = ("a consistency step on (without one the model shifted band means by up t
         f"most {MAX_EVALUATIONS} network evaluations (the cost of the previous default); "
         "among settings with validation PSNR >= bicubic's, consistency L1 <= bicubic's, "
         f"speckle <= {MAX_SPECKLE} and detail above bicubic's: the one with the most detail among those whose "
-        f"psnr_gain + 10 * ssim_gain is within {SCORE_TOLERANCE} of the best, ties to fewer network evaluations; if "
-        "none qualifies, the best PSNR")
+        f"psnr_gain + 10 * ssim_gain is within {SCORE_TOLERANCE} of the best, ties to fewer network evaluations, then "
+        "to less speckle; if none qualifies, the best PSNR")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,13 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _choose(rows: list[dict]) -> dict:
-    """The rule's pick among the qualifying settings: the most detail within SCORE_TOLERANCE of the best score."""
+    """The rule's pick among the qualifying settings: the most detail within SCORE_TOLERANCE of the best score (ties:
+    fewer evaluations, then less speckle)."""
     def score(r: dict) -> float:
         return r["psnr_gain"] + 10 * r["ssim_gain"]
 
     best = max(score(r) for r in rows)
     near = [r for r in rows if score(r) >= best - SCORE_TOLERANCE]
-    return max(near, key=lambda r: (round(r["detail"], 3), -r["evaluations"]))
+    return max(near, key=lambda r: (round(r["detail"], 3), -r["evaluations"], -round(r["speckle"] or 0, 2)))
 
 
 if __name__ == "__main__":
