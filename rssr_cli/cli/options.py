@@ -76,7 +76,7 @@ class TextureGain(click.ParamType):
 texture_opt = click.option("--texture", type=TextureGain(), metavar="GAIN|none",
                            help="The network's one-step estimate (its least-error prediction) plus GAIN times the "
                            "sample's finest texture (what the sample adds at the 1-2 pixel scale); 0 = the estimate, "
-                           "none = the sample as drawn. Default: the model's (shipped model: 2.5). One more "
+                           "none = the sample as drawn. Default: the model's (shipped model: 2). One more "
                            "evaluation unless --init estimate. Sharper setting: --steps 30 --start 1 --texture 1.15 "
                            "(31 evaluations; weights/README.md).")
 chroma_sigma_opt = click.option("--chroma-sigma", type=click.FloatRange(*CHROMA_SIGMA_RANGE), metavar="PX",
