@@ -36,9 +36,8 @@ from rssr_cli.cli.train import build_prepare_options, prepare_opts
 @click.pass_context
 def evaluate(ctx: click.Context, data: str, weights: str | None, methods: tuple[str, ...], steps: int | None,
              start: float | None, eta: float | None, texture: float | str | None, chroma_sigma: float | None,
-             noise_steps: int,
-             consistency: str | None, init: str | None, sample_seed: int, max_patches: int | None, device: str,
-             as_json: bool, **kw: Any) -> None:
+             noise_steps: int, consistency: str | None, init: str | None, sample_seed: int, max_patches: int | None,
+             device: str, as_json: bool, **kw: Any) -> None:
     """Score the model (LR-start and pure-noise samplers) and bicubic on DATA: a patch cache (.npz) or an archive
     (real pairs, or HR only with --synthetic-lr), prepared with the same options as `rssr prepare`.
 

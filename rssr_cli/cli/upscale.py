@@ -216,9 +216,9 @@ def _upscale(ctx: click.Context, world, inputs, output, output_dir, from_list, s
 
 
 def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, aoi, method, weights, device, steps,
-             start, eta, texture, chroma_sigma, seed, samples, consistency, init, batch_size, compile_, scale, tile_size,
-             overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads, overwrite, resume,
-             allow_unusual_input, stac):
+             start, eta, texture, chroma_sigma, seed, samples, consistency, init, batch_size, compile_, scale,
+             tile_size, overlap, dtype, creation_options, gdal_config, blocksize, overview_resampling, threads,
+             overwrite, resume, allow_unusual_input, stac):
     from rssr_cli.aoi import parse_bbox
     from rssr_cli.errors import UsageError
     from rssr_cli.methods import method_options
@@ -231,7 +231,8 @@ def _options(ctx: click.Context, world, bidx, nodata, offset, bbox, bbox_crs, ao
     return UpscaleOptions(
         method=method_options(method, weights=weights, device=world.device(device), steps=steps, start=start,
                               eta=eta, seed=seed, samples=samples, consistency=consistency_value(ctx, consistency),
-                              init=init, texture=texture, chroma_sigma=chroma_sigma, batch_size=batch_size, compile=compile_ or None,
+                              init=init, texture=texture, chroma_sigma=chroma_sigma, batch_size=batch_size,
+                              compile=compile_ or None,
                               scale=Fraction(scale).limit_denominator(1000) if scale else None),
         bidx=flatten_bidx(bidx), nodata=nodata, offset=offset, bbox=parse_bbox(bbox) if bbox else None,
         bbox_crs=bbox_crs, aoi=aoi, tile_size=tile_size, overlap=overlap, dtype=dtype,

@@ -6,8 +6,9 @@ validation inside ``rssr train``, so that what is scored is exactly what ships. 
 the HR grid (:func:`rssr_cli.degrade.upsample`), prior features once, then for each of ``samples`` draws the LR-start
 sampler (K network evaluations, plus one for the one-step estimate of an ``estimate`` start or a ``texture``
 gain) with position-keyed noise, the optional texture transfer, the residual turned back into reflectance, the
-optional chroma smoothing of what the model adds, and the consistency step (back-projection, exact projection or none). It returns the mean of the draws and, for several
-draws, their per-pixel standard deviation (the uncertainty the pipeline writes as a companion COG).
+optional chroma smoothing of what the model adds, and the consistency step (back-projection, exact projection or
+none). It returns the mean of the draws and, for several draws, their per-pixel standard deviation (the uncertainty
+the pipeline writes as a companion COG).
 
 Noise comes from :func:`rssr_cli.diffusion.noise.tile_noise` at each tile's global HR origin: overlapping tiles draw
 identical noise for the pixels they share, and the same seed gives the same noise field whatever the tile size.
@@ -143,8 +144,8 @@ class DiffusionOptions:
     ``steps``/``start``/``eta``/``consistency``/``init``/``texture``/``chroma_sigma``: None takes the model's
     defaults (``config.sampler``; ``consistency`` is a mode, ``backproject``, ``exact`` or ``none``; True/False mean
     exact/none; ``texture`` ``"none"`` returns the sample as drawn whatever the model's default; ``chroma_sigma`` 0
-    turns the smoothing off). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same output.
-    ``batch_size``: tiles per network call (default: on CUDA as many as the free device memory takes,
+    turns the smoothing off). ``seed`` and ``samples``: the draws; the same seed on the same device gives the same
+    output. ``batch_size``: tiles per network call (default: on CUDA as many as the free device memory takes,
     :meth:`DiffusionUpsampler.fit_batch_size`; 1 on the CPU). ``compile``: ``torch.compile`` the network (CUDA
     only; ignored with a warning on the CPU).
     """
@@ -168,8 +169,7 @@ class DiffusionOptions:
         return DiffusionUpsampler(self.weights, device=self.device, steps=self.steps, start=self.start,
                                   eta=self.eta, seed=self.seed, samples=self.samples, consistency=self.consistency,
                                   init=self.init, texture=self.texture, chroma_sigma=self.chroma_sigma,
-                                  batch_size=self.batch_size,
-                                  compile=self.compile)
+                                  batch_size=self.batch_size, compile=self.compile)
 
 
 class DiffusionUpsampler:
