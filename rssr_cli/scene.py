@@ -215,6 +215,7 @@ def open_scene(
     bands: Sequence[str] = MODEL_BANDS,
     nodata: float | None = None,
     offset: float | None = None,
+    georeferenced: bool = True,
 ) -> Scene:
     """Open one multi-band raster, or several single-band rasters on one grid, or a STAC Item, as a :class:`Scene`.
 
@@ -224,7 +225,8 @@ def open_scene(
     (:mod:`rssr_cli.stac`); a SAFE product (``.SAFE`` folder, ``.zip`` or metadata file) opens at its 10 m
     subdataset with the product's offset (:mod:`rssr_cli.safe`). ``offset`` is the Sentinel-2 additive offset in DN
     (for example -1000 for processing baseline 04.00 and later) and replaces any other; ``nodata`` overrides the
-    file's nodata value.
+    file's nodata value. ``georeferenced=False`` accepts a file without CRS or geotransform (for a reader of pixels
+    only, such as training; the output grid of ``rssr upscale`` needs both).
     """
     item = _stac_input(paths)
     if item is not None:
@@ -236,7 +238,8 @@ def open_scene(
     try:
         declared = _product_declarations(path_list[0], opened[0]) if len(opened) == 1 else _Declared()
         sources = _choose_bands(path_list, opened, bidx=bidx, bands=tuple(bands))
-        return _build_scene(path_list, opened, sources, nodata=nodata, offset=offset, declared=declared)
+        return _build_scene(path_list, opened, sources, nodata=nodata, offset=offset, declared=declared,
+                            georeferenced=georeferenced)
     except BaseException:
         _close(opened)
         raise
@@ -338,9 +341,11 @@ def _choose_bands(paths: list[str], datasets: list, *, bidx, bands: tuple[str, .
     return tuple(BandSource(name, f, b, desc) for name, (f, b, desc, _) in zip(bands, chosen))
 
 
-def _check_grids(paths: list[str], datasets: list) -> None:
+def _check_grids(paths: list[str], datasets: list, georeferenced: bool = True) -> None:
     first = datasets[0]
     for path, ds in zip(paths, datasets):
+        if not georeferenced and ds.transform == Affine.identity():
+            continue
         if ds.crs is None or ds.transform == Affine.identity():
             raise InputError(f"{path} is not georeferenced (no CRS or geotransform); rssr needs both to write an "
                              "aligned output")
@@ -376,8 +381,8 @@ def _radiometry(datasets: list, sources: tuple[BandSource, ...], dtype: str, off
 
 
 def _build_scene(paths: list[str], datasets: list, sources: tuple[BandSource, ...], *, nodata, offset,
-                 declared: _Declared) -> Scene:
-    _check_grids(paths, datasets)
+                 declared: _Declared, georeferenced: bool = True) -> Scene:
+    _check_grids(paths, datasets, georeferenced)
     first = datasets[0]
     dtype = first.dtypes[0]
     if np.dtype(dtype).kind not in "uif":

@@ -34,7 +34,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "val_steps": _INT, "checkpoint_every": _INT, "log_every": _INT, "seed": _INT, "betas": (list, tuple),
     "model": (dict,), "prepare": (dict,), "radiometric": (bool,), "brightness": (list, tuple),
     "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT, "init": (str,),
-    "sampler_focus": _FLOAT, "source_balance": _FLOAT,
+    "sampler_focus": _FLOAT, "source_balance": _FLOAT, "real_lr": (list, tuple), "real_lr_bidx": (list, tuple),
+    "real_lr_weight": _FLOAT, "real_lr_batch": _INT,
 }
 
 
@@ -83,13 +84,20 @@ class TrainConfig:
     # How often each source (one HR image of the archive) is drawn: its share of the batches is proportional to its
     # patches ** source_balance. 1 = every patch equally (a large source dominates), 0 = every source equally.
     source_balance: float = 1.0
+    # Real Sentinel-2 scenes without HR (rssr_cli.train.real_lr): each step also trains on real_lr_batch crops of
+    # them to keep the LR's means over 40 m blocks, weighted by real_lr_weight (0 = off). real_lr_bidx picks their
+    # bands in model order (1-based), as `rssr upscale -b` does; without it they are identified from the files.
+    real_lr: tuple[str, ...] = ()
+    real_lr_bidx: tuple[int, ...] | None = None
+    real_lr_weight: float = 0.0
+    real_lr_batch: int = 4
     model: Mapping[str, Any] = field(default_factory=dict)
     prepare: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, kinds in _TYPES.items():
             value = getattr(self, name)
-            if value is None and name in ("crop", "val_steps", "init"):
+            if value is None and name in ("crop", "val_steps", "init", "real_lr_bidx"):
                 continue
             if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
                 expected = " or ".join(k.__name__ for k in kinds)
@@ -97,6 +105,9 @@ class TrainConfig:
         if isinstance(self.steps, float) or isinstance(self.batch_size, float):
             raise UsageError("training config: steps and batch_size must be whole numbers")
         object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "real_lr", tuple(self.real_lr))
+        if self.real_lr_bidx is not None:
+            object.__setattr__(self, "real_lr_bidx", tuple(self.real_lr_bidx))
         if len(self.brightness) != 2 or not all(isinstance(v, _FLOAT) and not isinstance(v, bool)
                                                 for v in self.brightness):
             raise UsageError(f"training config: brightness must be two numbers [low, high], got {self.brightness!r}")
@@ -122,6 +133,13 @@ class TrainConfig:
             (0 <= self.sampler_focus <= 1, f"sampler_focus must be in [0, 1], got {self.sampler_focus!r}"),
             (0 <= self.source_balance <= 1, f"source_balance must be in [0, 1], got {self.source_balance!r}"),
             (0 <= self.band_offset < 1, f"band_offset must be in [0, 1) (reflectance), got {self.band_offset!r}"),
+            (all(isinstance(p, str) for p in self.real_lr), "real_lr must be a list of file paths"),
+            (self.real_lr_bidx is None or all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                                              for b in self.real_lr_bidx),
+             f"real_lr_bidx must be 1-based band numbers, got {self.real_lr_bidx!r}"),
+            (self.real_lr_weight >= 0, f"real_lr_weight must be non-negative, got {self.real_lr_weight!r}"),
+            (self.real_lr_batch >= 1, f"real_lr_batch must be at least 1, got {self.real_lr_batch!r}"),
+            (self.real_lr_weight == 0 or self.real_lr, "real_lr_weight > 0 needs real_lr scenes"),
         ]
         for ok, message in checks:
             if not ok:
@@ -134,6 +152,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["brightness"] = list(self.brightness)
+        d["real_lr"] = list(self.real_lr)
+        d["real_lr_bidx"] = None if self.real_lr_bidx is None else list(self.real_lr_bidx)
         d["model"] = dict(self.model)
         d["prepare"] = dict(self.prepare)
         return d

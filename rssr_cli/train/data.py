@@ -46,6 +46,7 @@ class Stream(IntEnum):
     STEP_AUGMENT = 4
     STEP_DIFFUSION = 5
     STEP_GLOBAL = 6
+    STEP_REAL = 7
 
 
 def derive_seed(seed: int, stream: Stream, *key: int) -> int:

@@ -68,6 +68,7 @@ from rssr_cli.train.data import (
 )
 from rssr_cli.train.distributed import Distributed, LossModel, setup_distributed, wrap_for_training
 from rssr_cli.train.ema import EMA
+from rssr_cli.train.real_lr import RealScenes, hr_block, radiometry_loss
 from rssr_cli.weights import LoadedModel, load_weights, save_weights
 
 __all__ = ["CHECKPOINT_FORMAT", "Progress", "TrainResult", "Trainer", "batch_indices", "learning_rate",
@@ -172,7 +173,9 @@ class Trainer:
         self.prefetcher: Prefetcher | None = None
         # Loss and throughput since the last "train" event (summed on the device: no sync per step).
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.real_loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.loss_steps = 0
+        self.real_scenes: RealScenes | None = None
         self.patches_seen = 0
         self.window_start = time.perf_counter()
 
@@ -236,6 +239,9 @@ class Trainer:
         self.source_weights = source_weights(self.train_cache.pair, c.source_balance)
         if c.crop is not None and c.crop > self.cache.lr.shape[-1]:
             raise UsageError(f"crop {c.crop} is larger than the cache's {self.cache.lr.shape[-1]}-pixel patches")
+        if c.real_lr and c.real_lr_weight > 0:
+            hr_block(self.cache.scale)  # refuses a scale at which the blocks do not fall on HR pixels
+            self.real_scenes = RealScenes.open(c.real_lr, bidx=c.real_lr_bidx, bands=self.cache.bands)
 
     def fresh_model_config(self) -> ModelConfig:
         """The [model] table for the data's bands and scale, normalised by the training split's statistics."""
@@ -330,6 +336,8 @@ class Trainer:
                                 f"check the data, or --resume from {self.checkpoint_path}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.real_scenes is not None:
+            self.real_step(step, rate)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         if not torch.isfinite(grad_norm):  # gradients are all-reduced by DDP: every rank sees the same norm
             raise TrainingError(f"the gradient became non-finite at step {step + 1} (lr {rate:.3g}); lower "
@@ -340,6 +348,22 @@ class Trainer:
         self.loss_steps += 1
         self.patches_seen += len(lr)
         return rate, grad_norm
+
+    def real_step(self, step: int, rate: float) -> None:
+        """Add the gradient of the radiometry loss on a batch of real LR crops (its own forward and backward: under
+        DDP each backward synchronises its gradients, which then add up as in gradient accumulation)."""
+        c, device = self.config, self.device
+        seed = self.step_seed(Stream.STEP_REAL, step)
+        lr = self.real_scenes.batch(c.real_lr_batch, torch.Generator().manual_seed(seed)).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.amp and device.type == "cuda"):
+            loss = radiometry_loss(self.loss_model, self.schedule, lr, generator, steps=self.focus_steps)
+        finite = self.dist.all_reduce(torch.isfinite(loss.detach()).to(torch.int32), "min")
+        if not bool(finite):
+            raise TrainingError(f"the real-LR radiometry loss became non-finite at step {step + 1} (lr {rate:.3g}); "
+                                f"check the real_lr scenes, or --resume from {self.checkpoint_path}")
+        (c.real_lr_weight * loss).backward()
+        self.real_loss_sum += loss.detach().double()
 
     def step_seed(self, stream: Stream, step: int) -> int:
         return derive_seed(self.config.seed, stream, self.dist.rank, step)
@@ -358,14 +382,18 @@ class Trainer:
     def log(self, done: int, rate: float, grad_norm: torch.Tensor) -> None:
         """A "train" event: the loss averaged over every rank and step since the last one, and the throughput."""
         steps = torch.tensor(float(self.loss_steps), dtype=torch.float64, device=self.device)
-        total = self.dist.all_reduce(torch.stack([self.loss_sum, steps]))
+        total = self.dist.all_reduce(torch.stack([self.loss_sum, self.real_loss_sum, steps]))
         now = time.perf_counter()
-        loss = float(total[0] / total[1])
-        self.emit({"kind": "train", "step": done, "loss": loss, "lr": rate, "grad_norm": float(grad_norm),
-                   "patches_per_s": self.patches_seen * self.dist.world / (now - self.window_start)})
+        loss = float(total[0] / total[2])
+        event = {"kind": "train", "step": done, "loss": loss, "lr": rate, "grad_norm": float(grad_norm),
+                 "patches_per_s": self.patches_seen * self.dist.world / (now - self.window_start)}
+        if self.real_scenes is not None:
+            event["real_lr_loss"] = float(total[1] / total[2])
+        self.emit(event)
         self.metrics["loss"] = loss
         self.window_start, self.patches_seen = now, 0
         self.loss_sum.zero_()
+        self.real_loss_sum.zero_()
         self.loss_steps = 0
 
     def validate(self, done: int) -> None:
