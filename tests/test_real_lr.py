@@ -85,14 +85,37 @@ def test_radiometry_loss_measures_the_block_means_the_estimate_moves():
     generator = torch.Generator().manual_seed(0)
     steps = [schedule.timesteps - 1, 20]
     # Residual 0 is bicubic: its block means are the LR's up to interpolation, far below a shift's.
-    base = float(radiometry_loss(_Constant(config, 0.0), schedule, lr, generator, steps=steps))
+    base = float(radiometry_loss(_Constant(config, 0.0), schedule, lr, generator, steps=steps).means)
     up = upsample(lr, config.scale)
     side = hr_block(config.scale)
     expected = (torch.nn.functional.avg_pool2d(up, side) - torch.nn.functional.avg_pool2d(lr, BLOCK)).abs().mean()
     assert base == pytest.approx(float(expected) / 0.02, rel=1e-4) and base < 0.1
     # A residual of +0.5 everywhere moves every block mean by 0.5 (in residual units).
-    shifted = float(radiometry_loss(_Constant(config, 0.5), schedule, lr, generator, steps=steps))
-    assert shifted == pytest.approx(0.5, abs=base + 1e-6)
+    shifted = radiometry_loss(_Constant(config, 0.5), schedule, lr, generator, steps=steps)
+    assert float(shifted.means) == pytest.approx(0.5, abs=base + 1e-6) and shifted.detail is None
+
+
+class _Pattern(_Constant):
+    """A constant residual plus a pattern that averages to 0 over every 50 x 50 block (stripes of 25 px)."""
+
+    def forward(self, x_t, t, lr_up):
+        stripes = (torch.arange(x_t.shape[-1]) // 25 % 2 * 2 - 1).float()
+        return torch.full_like(x_t, self.value) + stripes
+
+
+def test_detail_term_sees_only_what_is_drawn_within_the_blocks():
+    config = ModelConfig.tiny()
+    schedule = NoiseSchedule.from_config(config.schedule)
+    lr = torch.from_numpy(_scene(16, 16))[None]
+    steps = [49, 20]
+    run = lambda model, ref: radiometry_loss(model, schedule, lr, torch.Generator().manual_seed(0), steps=steps,
+                                             reference=ref)
+    # Another radiometry (a constant) is not detail: the term ignores it.
+    assert float(run(_Constant(config, 0.5), _Constant(config, 0.0)).detail) == pytest.approx(0, abs=1e-6)
+    # Stripes drawn by one network and not by the other are: |±1| everywhere; the block means agree.
+    loss = run(_Pattern(config, 0.0), _Constant(config, 0.0))
+    assert float(loss.detail) == pytest.approx(1.0, abs=1e-5)
+    assert float(loss.means) == pytest.approx(float(run(_Constant(config, 0.0), None).means), abs=1e-5)
 
 
 def test_radiometry_loss_trains_the_network():
@@ -101,7 +124,7 @@ def test_radiometry_loss_trains_the_network():
     model = build_model(config)
     schedule = NoiseSchedule.from_config(config.schedule)
     lr = torch.from_numpy(_scene(16, 16))[None]
-    loss = radiometry_loss(model, schedule, lr, torch.Generator().manual_seed(0), steps=[49, 20])
+    loss = radiometry_loss(model, schedule, lr, torch.Generator().manual_seed(0), steps=[49, 20]).means
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert torch.isfinite(loss) and grads and any(float(g.abs().sum()) > 0 for g in grads)
@@ -141,14 +164,24 @@ def test_training_with_real_scenes_logs_the_radiometry_loss(cache_path, real_sce
     real = loop.radiometry_loss
     monkeypatch.setattr(loop, "radiometry_loss", lambda *a, **kw: calls.append(a[2].shape) or real(*a, **kw))
     out = tmp_path / "run"
-    train(_config(cache_path, out, real_lr=[str(real_scene)], real_lr_weight=1.0, real_lr_batch=3))
+    first = train(_config(cache_path, out, real_lr=[str(real_scene)], real_lr_weight=1.0, real_lr_batch=3,
+                          real_lr_anchor=0.0))
     assert calls == [(3, 4, 16, 16)] * 4
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [e["real_lr_loss"] for e in events if e["kind"] == "train"]
-    assert len(losses) == 4 and all(np.isfinite(losses))
+    trained = [e for e in events if e["kind"] == "train"]
+    assert len(trained) == 4 and all(np.isfinite(e["real_lr_loss"]) for e in trained)
+    assert all("real_lr_detail" not in e for e in trained)  # no reference network without init
     # Resuming with another weight would not continue the same run.
     with pytest.raises(UsageError, match="real_lr_weight was 1.0 .* now 0.5"):
-        train(_config(cache_path, out, steps=6, real_lr=[str(real_scene)], real_lr_weight=0.5), resume=True)
+        train(_config(cache_path, out, steps=6, real_lr=[str(real_scene)], real_lr_weight=0.5, real_lr_anchor=0.0),
+              resume=True)
+    # Fine-tuning: the init network is the reference whose detail is kept.
+    tuned = tmp_path / "tuned"
+    train(_config(cache_path, tuned, steps=2, real_lr=[str(real_scene)], real_lr_weight=1.0,
+                  init=str(first.weights)).replace(model={}))
+    events = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    details = [e["real_lr_detail"] for e in events if e["kind"] == "train"]
+    assert len(details) == 2 and all(np.isfinite(details))
     # Off (the default): no real scenes read, no extra loss.
     calls.clear()
     plain = tmp_path / "plain"
@@ -160,7 +193,10 @@ def test_training_with_real_scenes_logs_the_radiometry_loss(cache_path, real_sce
 def test_bad_real_scene_settings_are_clear(cache_path, real_scene, tmp_path):
     with pytest.raises(UsageError, match="real_lr_weight > 0 needs real_lr"):
         _config(cache_path, tmp_path / "a", real_lr_weight=1.0)
+    with pytest.raises(UsageError, match="real_lr_anchor > 0 keeps the detail .* set init"):
+        _config(cache_path, tmp_path / "a", real_lr=[str(real_scene)], real_lr_weight=1.0)
     with pytest.raises(UsageError, match="real_lr_bidx must be 1-based"):
         _config(cache_path, tmp_path / "b", real_lr=[str(real_scene)], real_lr_bidx=[0, 1, 2, 3])
     with pytest.raises(UsageError, match=r"real_lr = .*missing\.tif"):
-        train(_config(cache_path, tmp_path / "c", real_lr=[str(tmp_path / "missing.tif")], real_lr_weight=1.0))
+        train(_config(cache_path, tmp_path / "c", real_lr=[str(tmp_path / "missing.tif")], real_lr_weight=1.0,
+                      real_lr_anchor=0.0))

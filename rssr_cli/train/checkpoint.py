@@ -26,7 +26,7 @@ CHECKPOINT_FORMAT = "rssr-checkpoint/2"
 #: TrainConfig fields that decide what every step draws; a resumed run must keep them to continue exactly.
 RESUME_FIXED: tuple[str, ...] = ("seed", "batch_size", "crop", "val_fraction", "augment", "fresh_degradation",
                                  "radiometric", "brightness", "spectral_gain", "haze", "band_offset", "source_balance",
-                                 "real_lr", "real_lr_bidx", "real_lr_weight", "real_lr_batch")
+                                 "real_lr", "real_lr_bidx", "real_lr_weight", "real_lr_batch", "real_lr_anchor")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (dict,), "prepare": (dict,), "radiometric": (bool,), "brightness": (list, tuple),
     "spectral_gain": _FLOAT, "haze": _FLOAT, "band_offset": _FLOAT, "init": (str,),
     "sampler_focus": _FLOAT, "source_balance": _FLOAT, "real_lr": (list, tuple), "real_lr_bidx": (list, tuple),
-    "real_lr_weight": _FLOAT, "real_lr_batch": _INT,
+    "real_lr_weight": _FLOAT, "real_lr_batch": _INT, "real_lr_anchor": _FLOAT,
 }
 
 
@@ -85,12 +85,14 @@ class TrainConfig:
     # patches ** source_balance. 1 = every patch equally (a large source dominates), 0 = every source equally.
     source_balance: float = 1.0
     # Real Sentinel-2 scenes without HR (rssr_cli.train.real_lr): each step also trains on real_lr_batch crops of
-    # them to keep the LR's means over 40 m blocks, weighted by real_lr_weight (0 = off). real_lr_bidx picks their
-    # bands in model order (1-based), as `rssr upscale -b` does; without it they are identified from the files.
+    # them to keep the LR's means over 40 m blocks, weighted by real_lr_weight (0 = off), and (real_lr_anchor > 0,
+    # which needs init) to draw within those blocks what the init network draws. real_lr_bidx picks their bands in
+    # model order (1-based), as `rssr upscale -b` does; without it they are identified from the files.
     real_lr: tuple[str, ...] = ()
     real_lr_bidx: tuple[int, ...] | None = None
     real_lr_weight: float = 0.0
     real_lr_batch: int = 4
+    real_lr_anchor: float = 1.0
     model: Mapping[str, Any] = field(default_factory=dict)
     prepare: Mapping[str, Any] = field(default_factory=dict)
 
@@ -140,6 +142,10 @@ class TrainConfig:
             (self.real_lr_weight >= 0, f"real_lr_weight must be non-negative, got {self.real_lr_weight!r}"),
             (self.real_lr_batch >= 1, f"real_lr_batch must be at least 1, got {self.real_lr_batch!r}"),
             (self.real_lr_weight == 0 or self.real_lr, "real_lr_weight > 0 needs real_lr scenes"),
+            (self.real_lr_anchor >= 0, f"real_lr_anchor must be non-negative, got {self.real_lr_anchor!r}"),
+            (self.real_lr_weight == 0 or self.real_lr_anchor == 0 or self.init is not None,
+             "real_lr_anchor > 0 keeps the detail of the network a run starts from: set init (--init), or "
+             "real_lr_anchor = 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -173,9 +173,10 @@ class Trainer:
         self.prefetcher: Prefetcher | None = None
         # Loss and throughput since the last "train" event (summed on the device: no sync per step).
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.real_loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.real_loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # block means, detail kept
         self.loss_steps = 0
         self.real_scenes: RealScenes | None = None
+        self.real_reference: SRModel | None = None
         self.patches_seen = 0
         self.window_start = time.perf_counter()
 
@@ -226,6 +227,9 @@ class Trainer:
             self.log_path.unlink()
         self.loss_model = wrap_for_training(self.model, self.dist, self.device)
         self.eval_model = build_model(self.model_config).to(self.device).eval()
+        if self.real_scenes is not None and self.config.real_lr_anchor > 0:
+            # The network the run started from, frozen: what it draws within the blocks is kept on real input.
+            self.real_reference = load_weights(self.config.init, device=self.device).model.eval().requires_grad_(False)
 
     def load_data(self) -> None:
         """The patch cache and its train/validation split."""
@@ -357,13 +361,16 @@ class Trainer:
         lr = self.real_scenes.batch(c.real_lr_batch, torch.Generator().manual_seed(seed)).to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.amp and device.type == "cuda"):
-            loss = radiometry_loss(self.loss_model, self.schedule, lr, generator, steps=self.focus_steps)
+            parts = radiometry_loss(self.loss_model, self.schedule, lr, generator, steps=self.focus_steps,
+                                    reference=self.real_reference)
+        detail = parts.detail if parts.detail is not None else torch.zeros_like(parts.means)
+        loss = parts.means + c.real_lr_anchor * detail
         finite = self.dist.all_reduce(torch.isfinite(loss.detach()).to(torch.int32), "min")
         if not bool(finite):
             raise TrainingError(f"the real-LR radiometry loss became non-finite at step {step + 1} (lr {rate:.3g}); "
                                 f"check the real_lr scenes, or --resume from {self.checkpoint_path}")
         (c.real_lr_weight * loss).backward()
-        self.real_loss_sum += loss.detach().double()
+        self.real_loss_sum += torch.stack([parts.means.detach(), detail.detach()]).double()
 
     def step_seed(self, stream: Stream, step: int) -> int:
         return derive_seed(self.config.seed, stream, self.dist.rank, step)
@@ -382,13 +389,15 @@ class Trainer:
     def log(self, done: int, rate: float, grad_norm: torch.Tensor) -> None:
         """A "train" event: the loss averaged over every rank and step since the last one, and the throughput."""
         steps = torch.tensor(float(self.loss_steps), dtype=torch.float64, device=self.device)
-        total = self.dist.all_reduce(torch.stack([self.loss_sum, self.real_loss_sum, steps]))
+        total = self.dist.all_reduce(torch.cat([self.loss_sum[None], self.real_loss_sum, steps[None]]))
         now = time.perf_counter()
-        loss = float(total[0] / total[2])
+        loss = float(total[0] / total[3])
         event = {"kind": "train", "step": done, "loss": loss, "lr": rate, "grad_norm": float(grad_norm),
                  "patches_per_s": self.patches_seen * self.dist.world / (now - self.window_start)}
         if self.real_scenes is not None:
-            event["real_lr_loss"] = float(total[1] / total[2])
+            event["real_lr_loss"] = float(total[1] / total[3])
+            if self.real_reference is not None:
+                event["real_lr_detail"] = float(total[2] / total[3])
         self.emit(event)
         self.metrics["loss"] = loss
         self.window_start, self.patches_seen = now, 0

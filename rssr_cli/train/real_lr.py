@@ -14,6 +14,7 @@ Blocks of 40 m and not single 10 m pixels: a per-pixel target would teach the ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,7 @@ from rssr_cli.errors import RssrError, UsageError
 from rssr_cli.model import SRModel
 from rssr_cli.train.augment import dihedral
 
-__all__ = ["BLOCK", "CROP", "RealScenes", "radiometry_loss"]
+__all__ = ["BLOCK", "CROP", "RealLoss", "RealScenes", "hr_block", "radiometry_loss"]
 
 #: Side of the blocks whose means are kept (LR pixels): 40 m, a few pixels so that the LR's noise averages out.
 BLOCK = 4
@@ -113,10 +114,27 @@ def hr_block(scale: Fraction, block: int = BLOCK) -> int:
     return int(side)
 
 
+@dataclass
+class RealLoss:
+    """The two terms of the loss on real LR crops, each a scalar in residual units."""
+
+    #: Mean |block mean of the estimate − block mean of the LR|: the radiometry.
+    means: torch.Tensor
+    #: Mean |within-block part of (estimate − reference estimate)|: the detail kept (None without a reference).
+    detail: torch.Tensor | None = None
+
+
 def radiometry_loss(model: SRModel | Any, schedule: NoiseSchedule, lr: torch.Tensor, generator: torch.Generator,
-                    *, steps: Sequence[int], block: int = BLOCK) -> torch.Tensor:
-    """Mean |block mean of the estimate − block mean of the LR| over bands and blocks, in units of each band's
-    residual scale (the diffusion variable's units, like the denoising loss), for a batch of real LR crops.
+                    *, steps: Sequence[int], block: int = BLOCK, reference: SRModel | None = None) -> RealLoss:
+    """The loss on a batch of real LR crops (N, C, h, w) reflectance, in units of each band's residual scale (the
+    diffusion variable's units, like the denoising loss).
+
+    ``means``: mean |block mean of the estimate − block mean of the LR| over bands and blocks. ``detail`` (with a
+    ``reference`` network, e.g. the one a fine-tuning run starts from, frozen): mean |what the estimate draws within
+    the blocks − what the reference draws there|. Why the second term: a network can lower the first by drawing
+    less (its blobs and edges carry mean), and on real input it does (measured: 2–7 times less fine detail after
+    1000 steps with ``means`` alone). The block means and the within-block parts are complementary, so together the
+    terms ask for the reference's detail with the LR's 40 m radiometry.
 
     ``steps``: where the estimate is taken, one drawn per crop (the sampler's steps: ``lr_start_timesteps``). x_t is
     the network's own one-step estimate from pure noise (no gradient) noised to t, which is what the LR-start sampler
@@ -141,4 +159,14 @@ def radiometry_loss(model: SRModel | Any, schedule: NoiseSchedule, lr: torch.Ten
     sr = core.from_residual(x0, lr_up)
     side = hr_block(config.scale, block)
     error = (F.avg_pool2d(sr, side) - F.avg_pool2d(lr, block)) / core.residual_std
-    return error.abs().mean()
+    loss = RealLoss(means=error.abs().mean())
+    if reference is not None:
+        with torch.no_grad():
+            x0_ref = schedule.start_from_output(reference(x_t, t, lr_up).float(), x_t, t, config.prediction)
+        loss.detail = _within_blocks(x0 - x0_ref, side).abs().mean()
+    return loss
+
+
+def _within_blocks(x: torch.Tensor, side: int) -> torch.Tensor:
+    """``x`` less its mean over each side x side block (the sizes are whole blocks)."""
+    return x - F.interpolate(F.avg_pool2d(x, side), scale_factor=side, mode="nearest")
