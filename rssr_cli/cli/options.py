@@ -77,7 +77,7 @@ texture_opt = click.option("--texture", type=TextureGain(), metavar="GAIN|none",
                            help="The network's one-step estimate (its least-error prediction) plus GAIN times the "
                            "sample's finest texture (what the sample adds at the 1-2 pixel scale); 0 = the estimate, "
                            "none = the sample as drawn. Default: the model's (shipped model: 2). One more "
-                           "evaluation unless --init estimate. Sharper setting: --steps 30 --start 1 --texture 1.15 "
+                           "evaluation unless --init estimate. Sharper setting: --steps 30 --start 1 --texture 1.1 "
                            "(31 evaluations; weights/README.md).")
 chroma_sigma_opt = click.option("--chroma-sigma", type=click.FloatRange(*CHROMA_SIGMA_RANGE), metavar="PX",
                                 help="Blur the colour (not the brightness) of the detail the model adds over "
