@@ -31,10 +31,18 @@ def write_preview(cog: str | Path, png: str | Path | None = None, *, max_size: i
             stretched = np.clip((band - lo) / max(hi - lo, 1e-9) * 255, 0, 255)
             rgb[i] = np.where(valid, stretched, 0).astype(np.uint8)
     alpha = (valid * 255).astype(np.uint8)
-    with warnings.catch_warnings():  # a quick-look PNG carries no georeferencing, by design
+    return write_png(np.concatenate([rgb, alpha[None]]), png)
+
+
+def write_png(image: np.ndarray, path: str | Path) -> Path:
+    """(bands, H, W) uint8 (3: RGB, 4: RGBA) -> a PNG through GDAL, with no georeferencing and no .aux.xml left
+    beside it. Returns its path."""
+    path = Path(path)
+    with warnings.catch_warnings():  # a picture carries no georeferencing, by design
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        dst = rasterio.open(png, "w", driver="PNG", width=shape[2], height=shape[1], count=4, dtype="uint8")
+        dst = rasterio.open(path, "w", driver="PNG", width=image.shape[2], height=image.shape[1],
+                            count=image.shape[0], dtype="uint8")
     with dst:
-        dst.write(np.concatenate([rgb, alpha[None]]))
-    png.with_name(png.name + ".aux.xml").unlink(missing_ok=True)
-    return png
+        dst.write(image)
+    path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
+    return path

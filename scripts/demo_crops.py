@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import rasterio
 
 from rssr_cli.methods import BicubicOptions, DiffusionOptions
 from rssr_cli.pipeline import UpscaleOptions, upscale
+from rssr_cli.preview import write_png
 
 SCENE = "examples/boadella_2021-07-16_l2a.tif"
 AOI = "examples/reservoir.geojson"
@@ -44,12 +44,7 @@ def _png(bicubic: np.ndarray, model: np.ndarray, path: Path) -> None:
     lo, hi = np.percentile(pair[0], 1), np.percentile(pair[0], 99.5)
     rgb = [(np.clip((x - lo) / (hi - lo), 0, 1) ** (1 / 1.5) * 255).astype(np.uint8) for x in pair]
     image = np.concatenate([rgb[0], np.full((3, rgb[0].shape[1], GAP), 255, np.uint8), rgb[1]], axis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="PNG", width=image.shape[2], height=image.shape[1], count=3,
-                           dtype="uint8") as dst:
-            dst.write(image)
-    path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
+    write_png(image, path)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -12,16 +12,15 @@ contrast are the methods', not the display's.
 from __future__ import annotations
 
 import argparse
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import rasterio
 
 from rssr_cli.methods import BicubicOptions
 from rssr_cli.methods.diffusion import DiffusionOptions, patch_origins
 from rssr_cli.patches import load_cache
+from rssr_cli.preview import write_png
 from rssr_cli.weights import default_weights_path, load_weights
 
 GAP = 4  # white pixels between panels
@@ -40,16 +39,6 @@ def _rgb(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(C, H, W) reflectance, bands B02 B03 B04 first -> (H, W, 3) uint8 with the given per-band stretch."""
     rgb = np.stack([x[2], x[1], x[0]], axis=-1)
     return (np.clip((rgb - low) / (high - low), 0, 1) * 255).astype(np.uint8)
-
-
-def _write_png(image: np.ndarray, path: Path) -> None:
-    """(H, W, 3) uint8 -> a PNG through GDAL (no georeferencing, no .aux.xml left beside it)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="PNG", width=image.shape[1], height=image.shape[0], count=3,
-                           dtype="uint8") as dst:
-            dst.write(image.transpose(2, 0, 1))
-    path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -81,7 +70,7 @@ def main() -> None:
     gap = np.full((GAP, rows[0].shape[1], 3), 255, np.uint8)
     sheet = np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    _write_png(sheet, Path(args.out))
+    write_png(sheet.transpose(2, 0, 1), args.out)
     print(f"wrote {args.out} ({sheet.shape[1]} x {sheet.shape[0]} px): HR | bicubic | model"
           + "".join(f" | {s}" for s in args.also))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from rssr_cli.methods import BicubicOptions, DiffusionOptions
 from rssr_cli.metrics import FINE_BAND, band_energy, colour_ratio, luminance
 from rssr_cli.pipeline import UpscaleOptions, upscale
+from rssr_cli.preview import write_png
 
 #: Crops of the Boadella scenes as (col, row) of the top-left LR pixel; 32 x 32 LR px each.
 CROPS = {"village": (300, 28), "shore": (190, 100), "forest": (20, 200), "fields": (300, 320)}
@@ -62,12 +62,7 @@ def _png(bicubic: np.ndarray, model: np.ndarray, path: Path) -> None:
     rgb = [(np.clip((x - lo) / (hi - lo), 0, 1) ** (1 / 1.5) * 255).astype(np.uint8) for x in pair]
     gap = np.full((3, 200, 4), 255, np.uint8)
     image = np.concatenate([rgb[0], gap, rgb[1]], axis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="PNG", width=image.shape[2], height=image.shape[1], count=3,
-                           dtype="uint8") as dst:
-            dst.write(image)
-    path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
+    write_png(image, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
