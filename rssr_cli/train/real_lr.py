@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,10 +42,8 @@ class RealScenes:
     ``scenes``: (C, H, W) float32 reflectance arrays and (H, W) validity masks, in the model's band order.
     """
 
-    def __init__(self, scenes: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] = (),
-                 crop: int = CROP) -> None:
+    def __init__(self, scenes: Sequence[tuple[np.ndarray, np.ndarray]], crop: int = CROP) -> None:
         self.crop = crop
-        self.names = tuple(names)
         self.images = [torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)) for image, _ in scenes]
         # Every top-left corner whose crop is fully valid, over all scenes: (scene, row, col).
         corners = []
@@ -78,7 +75,7 @@ class RealScenes:
                     scenes.append(scene.read(Window(0, 0, scene.grid.width, scene.grid.height)))
             except RssrError as exc:
                 raise UsageError(f"real_lr = {path}: {exc}") from None
-        return cls(scenes, names=[Path(p).name for p in paths])
+        return cls(scenes)
 
     def __len__(self) -> int:
         return len(self.corners)
