@@ -19,6 +19,18 @@ and, for the v2 model (issue 12: more sources, towns and farmland among the held
 - ``test-naip_test.csv``, ``test-banepa_south.csv``: two more held-out regions, the NAIP crop m_3607824 (North
   Carolina: forest and field edges) and the southern 270 m of Banepa (town), each scored on its own. The NAIP airport crop (86 m x 105 m) is smaller than one 160 m patch: unused.
 
+The repeated NAIP and Banepa rows of ``train-v2.csv`` add nothing: ``rssr prepare`` reads a raster once per manifest
+(the v2 caches hold 4 NAIP and 7 Banepa patches, once each); ``source_balance`` is the lever for how often they are
+drawn. The rows are kept so that ``train-v2.csv`` stays the manifest the v2 models were trained on.
+
+and, for candidates after v2.6 (session 21: dense towns are short of data, weights/README.md "What remains"):
+
+- ``train-v3.csv``: ``train-v2.csv`` plus the towns again at larger ground pixels (``hr_zoom``, scale augmentation:
+  the same streets with houses ``TOWN_ZOOMS`` times as large, in new positions against the 10 m grid): the Banepa
+  north half at 0.13 m and the Inria tile at 0.3 m, which ``train-v2.csv`` lists but loses (its clipped roofs are
+  masked as nodata and a patch needs every pixel valid: no patch is kept), written again here with its roofs kept
+  as the v2 sources are.
+
 NAIP's 8-bit DNs are uncalibrated: the visible bands get the orthophotos' mapping below, and NIR
 ``NAIP_NIR_GAIN * DN / 255`` (forest at DN ~185 -> 0.33, water at DN ~15 -> 0.03, the range of Sentinel-2 L2A B08).
 Banepa's pure-white areas outside the flight are 0.01 % of the two halves used (measured), so nothing is masked there:
@@ -62,6 +74,7 @@ NAIP_COPIES = 4
 BANEPA = "hr/banepa-drone/banepa_oam_0p13m_train_mosaic.tif"
 BANEPA_SPLIT_ROW = 2048  # half of the 540 m mosaic (0.133 m rows): north train, south test (each ≥ 2 patch rows)
 BANEPA_COPIES = 2
+TOWN_ZOOMS = (1.5, 2.0)
 
 
 def _to_reflectance(src: Path, dst: Path, *, nir_gain: float | None = None, rows: tuple[int, int] | None = None,
@@ -112,7 +125,7 @@ def _crop(src: Path, dst: Path, col0: int, col1: int) -> None:
 
 def _manifest(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["hr", "hr_res"])
+        w = csv.DictWriter(f, fieldnames=["hr", "hr_res", "hr_zoom"], restval="")
         w.writeheader()
         w.writerows(rows)
 
@@ -160,6 +173,22 @@ def main() -> None:
         _manifest(out / f"test-{Path(row['hr']).stem}.csv", [row])
     print(f"wrote {out}/train-v2.csv ({len(train) + len(train_v2)} rasters) and test-naip_test.csv, "
           "test-banepa_south.csv")
+    towns = _v3_towns(data, out)
+    _manifest(out / "train-v3.csv", train + train_v2 + towns)
+    print(f"wrote {out}/train-v3.csv (+{len(towns)} town rows)")
+
+
+def _v3_towns(data: Path, out: Path) -> list[dict[str, str]]:
+    """The towns of ``train-v3.csv``: the Inria tile with its roofs kept (once as it is), then both towns at every
+    zoom of ``TOWN_ZOOMS``."""
+    inria = out / "train" / "bellingham_roofs_kept.tif"
+    if not inria.exists():
+        _to_reflectance(data / INRIA, inria, mask_clipped=False)
+    rows = [{"hr": f"train/{inria.name}", "hr_res": "0.3"}]
+    for zoom in TOWN_ZOOMS:
+        rows.append({"hr": f"train/{inria.name}", "hr_res": "0.3", "hr_zoom": f"{zoom:g}"})
+        rows.append({"hr": "train/banepa_north.tif", "hr_res": "", "hr_zoom": f"{zoom:g}"})
+    return rows
 
 
 def _v2_sources(data: Path, out: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

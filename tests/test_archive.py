@@ -331,3 +331,48 @@ def test_utm_zone_of_a_point():
     assert utm_crs(-70.0, -33.4).to_epsg() == 32719
     with pytest.raises(DataError, match="metric CRS"):
         utm_crs(9.0, 85.0)
+
+
+def test_hr_zoom_cuts_a_raster_again_at_larger_ground_pixels(tmp_path):
+    """Scale augmentation: a 0.4 m raster at hr_zoom 2 is cut as if its pixels were 0.8 m, so its patches are its
+    own pixels (objects twice as large) and it yields four times the patches; a repeated row adds nothing."""
+    from affine import Affine
+
+    from rssr_cli.patches import decode
+    from rssr_cli.train.data import source_shares
+
+    rng = np.random.default_rng(0)
+    data = (1000 + 2000 * rng.random((3, 400, 400))).astype(np.uint16)  # 160 m at 0.4 m
+    path = tmp_path / "fine.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=400, height=400, count=3, dtype="uint16", crs="EPSG:32632",
+                       transform=Affine(0.4, 0, 500000, 0, -0.4, 5200000)) as out:
+        out.write(data)
+        out.descriptions = ("blue", "green", "red")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"hr,hr_zoom\n{path},\n{path},2\n{path},2.0\n")
+    out = prepare_archive(manifest, options=_opts(synthetic_lr=True))
+    kept = {s.details.get("hr_zoom", 1): s.patches for s in out.report.sources}
+    assert kept == {1: 4, 2.0: 16}  # 160 m and "320 m" of 80 m patches
+    zoomed = np.flatnonzero(out.cache.pair == 1)
+    hr = decode(out.cache.hr[zoomed])
+    reflectance = data.astype(np.float64) / 10000
+    # Every zoomed HR patch is a 100 x 100 window of the raster's own pixels (blue first: the model's band order).
+    windows = {(r, c) for r in range(0, 301, 100) for c in range(0, 301, 100)}
+    found = set()
+    for patch in hr:
+        for r, c in windows:
+            if np.allclose(patch[0], reflectance[0, r:r + 100, c:c + 100], atol=1e-4):
+                found.add((r, c))
+    assert found == windows
+    assert set(source_shares(out.cache, None)) == {"fine.tif", "fine.tif x2"}
+    assert "kept fine.tif at hr_zoom 2: 16 patches" in "\n".join(out.report.lines())
+
+
+def test_hr_zoom_is_refused_for_real_pairs_and_bad_values(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"hr,hr_zoom\n{HR_DIR / 'satellogic_crop.tif'},0\n")
+    with pytest.raises(DataError, match="hr_zoom must be a positive number"):
+        prepare_archive(manifest, options=_opts(synthetic_lr=True))
+    manifest.write_text(f"lr,hr,hr_zoom\n{HR_DIR / 'satellogic_crop.tif'},{HR_DIR / 'satellogic_crop.tif'},2\n")
+    with pytest.raises(DataError, match="hr_zoom is for HR-only archives"):
+        prepare_archive(manifest, options=_opts())

@@ -79,13 +79,16 @@ def source_weights(pair: np.ndarray, balance: float) -> tuple[float, ...] | None
 
 
 def source_shares(cache: PatchCache, weights: tuple[float, ...] | None) -> dict[str, float]:
-    """Each source's expected share of the draws (file name of its HR image -> fraction), for the run's log."""
+    """Each source's expected share of the draws (file name of its HR image, with `` x2`` for a copy at hr_zoom 2
+    -> fraction), for the run's log."""
     sources = cache.meta.get("sources", [])
     p = np.full(len(cache), 1.0 / len(cache)) if weights is None else np.asarray(weights)
     shares: dict[str, float] = {}
     for index in np.unique(cache.pair):
         source = sources[index] if index < len(sources) else {}
         name = Path(source.get("hr") or source.get("lr") or f"source {index}").name
+        if source.get("hr_zoom", 1) != 1:
+            name += f" x{source['hr_zoom']:g}"
         shares[name] = shares.get(name, 0.0) + round(float(p[cache.pair == index].sum()), 5)
     return shares
 

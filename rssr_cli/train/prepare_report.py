@@ -53,6 +53,8 @@ class PrepareReport:
         out = [f"{d['patches']} patches from {d['sources_kept']} source(s); {d['sources_rejected']} rejected"]
         for s in self.sources:
             name = f"{Path(s.lr).name} x {Path(s.hr).name if s.hr else '-'}" if s.lr else Path(s.hr).name
+            if s.details.get("hr_zoom", 1) != 1:
+                name += f" at hr_zoom {s.details['hr_zoom']:g}"
             if s.status == "kept":
                 extra = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejected_patches.items()))
                 out.append(f"  kept {name}: {s.patches} patches" + (f" (skipped {extra})" if extra else "")

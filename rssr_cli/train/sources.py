@@ -2,8 +2,9 @@
 
 An archive is a folder with ``lr/`` and ``hr/`` sub-folders, a manifest (CSV with ``lr``/``hr`` columns, or JSON: a
 list of ``{"lr": ..., "hr": ...}``), or, for HR-only archives, any folder or a single raster. Manifest rows may carry
-their own ``hr_res`` (pixel size of a raster without georeferencing) and ``lr_bands``/``hr_bands`` band maps.
-Every LR x HR combination whose lon/lat footprints overlap is a pair.
+their own ``hr_res`` (pixel size of a raster without georeferencing), ``lr_bands``/``hr_bands`` band maps and, for
+HR-only archives, ``hr_zoom`` (scale augmentation: cut the raster as if its ground pixels were that many times larger;
+a raster may be listed at several zooms). Every LR x HR combination whose lon/lat footprints overlap is a pair.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class SourceEntry:
     path: Path
     res: float | None = None
     bands: str | None = None
+    #: Scale augmentation (HR-only archives): the raster is cut as if its ground pixel were ``zoom`` times its size,
+    #: so objects come out ``zoom`` times larger in the patches. 1 = as it is.
+    zoom: float = 1.0
 
     def band_map(self, default: Mapping[str, int | None] | None,
                  model_bands: Sequence[str]) -> Mapping[str, int | None] | None:
@@ -94,10 +98,10 @@ def _manifest_rows(root: Path) -> list[Mapping[str, Any]]:
 
 
 def _manifest_sources(root: Path, *, synthetic_lr: bool) -> tuple[list[SourceEntry], list[SourceEntry]]:
-    """Entries of a manifest, each raster once (a raster in several rows pairs by footprint like any other);
-    paths are relative to the manifest."""
+    """Entries of a manifest, each raster once per ``hr_zoom`` (a raster in several rows pairs by footprint like any
+    other; repeating a row does not repeat its patches); paths are relative to the manifest."""
     lr: dict[Path, SourceEntry] = {}
-    hr: dict[Path, SourceEntry] = {}
+    hr: dict[tuple[Path, float], SourceEntry] = {}
     for i, row in enumerate(_manifest_rows(root)):
         if not isinstance(row, Mapping) or not (row.get("hr") or row.get("lr")):
             raise DataError(f"{root}: row {i + 1} names neither an lr nor an hr raster")
@@ -106,11 +110,28 @@ def _manifest_sources(root: Path, *, synthetic_lr: bool) -> tuple[list[SourceEnt
             lr.setdefault(p, SourceEntry(p, bands=row.get("lr_bands") or None))
         if row.get("hr"):
             p = (root.parent / str(row["hr"])).resolve()
-            hr.setdefault(p, SourceEntry(p, _float_or_none(row.get("hr_res")), row.get("hr_bands") or None))
+            zoom = _zoom(row.get("hr_zoom"), root, i)
+            if zoom != 1 and not synthetic_lr:
+                raise DataError(f"{root}: row {i + 1}: hr_zoom is for HR-only archives (--synthetic-lr); a zoomed HR "
+                                "no longer matches the ground of a real LR")
+            hr.setdefault((p, zoom), SourceEntry(p, _float_or_none(row.get("hr_res")), row.get("hr_bands") or None,
+                                                 zoom))
     for e in [*lr.values(), *hr.values()]:
         if not e.path.is_file():
             raise DataError(f"{root}: {e.path} does not exist")
     return list(lr.values()), list(hr.values())
+
+
+def _zoom(v: Any, root: Path, i: int) -> float:
+    if v in (None, ""):
+        return 1.0
+    try:
+        zoom = float(v)
+    except (TypeError, ValueError):
+        zoom = float("nan")
+    if not 0 < zoom < float("inf"):
+        raise DataError(f"{root}: row {i + 1}: hr_zoom must be a positive number, got {v!r}")
+    return zoom
 
 
 def _float_or_none(v: Any) -> float | None:

@@ -1,7 +1,9 @@
 """One HR-only raster -> patches whose LR is the S2-like degradation of the HR (``--synthetic-lr``).
 
 The HR is area-averaged onto a metric grid at ``lr_res / scale`` (its own CRS when metric, else the local UTM zone;
-a raster without georeferencing keeps its pixel grid, given its pixel size) and cut into patches; the LR of each
+a raster without georeferencing keeps its pixel grid, given its pixel size) and cut into patches; a zoomed entry
+(manifest ``hr_zoom``, scale augmentation) keeps its pixel grid too, with ``zoom`` times its ground pixel size, so its
+objects come out that many times larger (a stand-in frame: its geography is no longer the ground's). The LR of each
 patch is :func:`rssr_cli.degrade.degrade` of its HR, drawn from a seed per source and chunk so that a cache is
 reproducible (training draws a fresh degradation every step anyway).
 """
@@ -49,6 +51,8 @@ def synthetic_patches(entry: SourceEntry, index: int, options: PrepareOptions, r
         rad = hr_radiometry(ds.dtypes[0], options)
         report.details["hr_radiometry"] = rad.describe()
         place = _placement(ds, entry, options)
+        if entry.zoom != 1:
+            report.details["hr_zoom"] = entry.zoom
         source = Source(ds, bmap, rad, place.transform, place.crs)
         lr_grid = _lr_grid(place, options, report)
         parts: list[PatchCache] = []
@@ -63,20 +67,24 @@ def synthetic_patches(entry: SourceEntry, index: int, options: PrepareOptions, r
 
 def _placement(ds, entry: SourceEntry, options: PrepareOptions) -> _Placement:
     georeferenced = ds.crs is not None and not (ds.transform == Affine.identity() and not ds.gcps[0])
-    if not georeferenced:
+    if georeferenced:
+        if is_metric(ds.crs):
+            work_crs = ds.crs
+        else:
+            c = footprint(ds).centroid
+            work_crs = utm_crs(c.x, c.y)
+        if entry.zoom == 1:
+            return _Placement(ds.transform, ds.crs, work_crs, to_crs(footprint(ds), work_crs).bounds,
+                              ground_pixel_size(ds, work_crs))
+        res = ground_pixel_size(ds, work_crs)
+    else:
         res = entry.res or options.hr_res
         if res is None:
             raise DataError("not georeferenced: give its pixel size in metres (--hr-res, or a manifest hr_res)")
-        # Source and target share the stand-in CRS, so the warp is a pure resampling by pixel size.
-        return _Placement(Affine(res, 0, 0, 0, -res, ds.height * res), LOCAL_CRS, LOCAL_CRS,
-                          (0.0, 0.0, ds.width * res, ds.height * res), res)
-    if is_metric(ds.crs):
-        work_crs = ds.crs
-    else:
-        c = footprint(ds).centroid
-        work_crs = utm_crs(c.x, c.y)
-    return _Placement(ds.transform, ds.crs, work_crs, to_crs(footprint(ds), work_crs).bounds,
-                      ground_pixel_size(ds, work_crs))
+    res *= entry.zoom
+    # Source and target share the stand-in CRS, so the warp is a pure resampling by pixel size.
+    return _Placement(Affine(res, 0, 0, 0, -res, ds.height * res), LOCAL_CRS, LOCAL_CRS,
+                      (0.0, 0.0, ds.width * res, ds.height * res), res)
 
 
 def _lr_grid(place: _Placement, options: PrepareOptions, report: SourceReport) -> Grid:
