@@ -90,6 +90,9 @@ def prepare(ctx: click.Context, archive: str, output: str, overwrite: bool, as_j
 
     ARCHIVE is a folder with lr/ and hr/ sub-folders (pairs are found by footprint intersection), a CSV/JSON
     manifest with lr and hr columns, or with --synthetic-lr a folder (or manifest, or raster) of HR imagery only.
+    Optional manifest columns: hr_res (metres, rasters without georeferencing), lr_bands / hr_bands (band maps) and,
+    with --synthetic-lr, hr_zoom (scale augmentation: the raster cut again as if its pixels were that many times
+    larger; list it once per zoom). See docs/training.md.
     """
     from rssr_cli.errors import DataError, OutputError
     from rssr_cli.train.archive import NoPatchesError, prepare_archive
