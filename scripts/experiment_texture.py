@@ -10,7 +10,9 @@ pixels) and gains a, with PSNR, detail and speckle as ``rssr evaluate`` defines 
 before they are mixed (``rssr upscale --texture`` mixes first and back-projects the mix: the same up to how the
 Gaussian and the back-projection commute; the shipped option is scored with ``rssr evaluate --texture``).
 With ``--default`` the sample is the weights' default sampler's, and a third mix is scored as well:
-``S + (a - 1) HP_1(S - E)``, which keeps the sample's coarser part (and its colour) and scales only its finest texture.
+``S + (a - 1) HP_1(S - E)``, which keeps the sample's coarser part (and its colour) and scales only its finest texture;
+and unsharp masking of the default output D, ``D + s HP_sigma(D - up(lr))``, which sharpens the structure it has
+instead of adding a sample's texture (session 23: it lies on the texture gain's line of PSNR against detail).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from rssr_cli.weights import load_weights
 
 GAINS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.3)
 SIGMAS = (0.7, 1.0, 1.5, 2.0)
-DEFAULT_GAINS = (1.5, 2.0, 2.5)
+DEFAULT_GAINS = (1.5, 2.0, 2.5, 3.0, 4.0)
+UNSHARP = ((0.25, 1.0), (0.5, 1.0), (1.0, 1.0), (1.5, 1.0), (0.5, 0.7), (1.0, 0.7), (1.5, 0.7))  # (gain, sigma)
 
 
 def _scores(x: torch.Tensor, lr_up: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> dict:
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
                 fine = high_pass(difference, 1.0)
                 table[f"default, E + {a:g} HP_1(S - E)"] = _scores(estimate + a * fine, lr_up, hr, valid)
                 table[f"default, S + {a - 1:g} HP_1(S - E)"] = _scores(sample + (a - 1) * fine, lr_up, hr, valid)
+            for s, sigma in UNSHARP:
+                sharpened = sample + s * high_pass(sample - lr_up, sigma)
+                table[f"default, D + {s:g} HP_{sigma:g}(D - up)"] = _scores(sharpened, lr_up, hr, valid)
             continue
         for a in GAINS:
             table[f"{name}, E + {a:g} (S - E)"] = _scores(estimate + a * difference, lr_up, hr, valid)
