@@ -8,7 +8,8 @@ after a level's existing blocks, on the way down and on the way up, with the pro
 their last convolution and their time and prior modulation start at zero, so each new block returns its input and
 the grown network computes exactly the function of the one it grew from (checked here on random input before
 writing). The deepest level is the cheap place to grow: at ×4 unshuffle and 3 levels it runs at 1/16 of the HR grid
-per side, so a block of width 192 costs about 5.5 kFLOP per output pixel (level 0's cost 2.3 k MAC per convolution).
+per side, so a block of width 192 there costs about 5.5 kFLOP per output pixel; a block at level 0 (1/4 per side,
+width 64) costs about 9.
 
 Fine-tune the grown file with ``[train] init = OUT`` (weights/train-v2.10.toml). Issue 12, session 23.
 """

@@ -1,5 +1,5 @@
-"""scripts/grow_model.py: a grown network computes exactly what the trained one did, and more blocks are refused
-only when they would shrink a level."""
+"""scripts/grow_model.py: a grown network computes exactly what the trained one did, and a block count below a
+level's current one is refused."""
 
 from __future__ import annotations
 
