@@ -11,7 +11,7 @@
 #   run(command="bash scripts/gpu_train.sh run 5", carry=[".gpu-b"], timeout_s=570)
 #
 # Budget of a 15-minute device session: the start (minutes), the two carrying calls, then the last call. Measured on
-# the 2-core CPU here (the tiny run below): archives and caches 2.7 min (the five caches prepared in parallel), the
+# the 2-core CPU here (the tiny run below): archives and caches 1.7-2 min (the five caches prepared in parallel), the
 # eight evaluations 1.2 min; the GPU machine's 16 cores and GPU should not be slower, so `run 5` leaves about 4 min
 # for everything but training.
 #
