@@ -88,11 +88,18 @@ run() {
     local minutes=${1:?usage: gpu_train.sh run MINUTES}
     local out=${OUT:-$repo/out/gpu-train} work=${RSSR_GPU_WORK:-/tmp/rssr-gpu}
     local device=${RSSR_TRAIN_DEVICE:-auto}
+    # A machine released between the calls (30 s idle) comes back bare: say so before any work.
+    local missing
+    for missing in .gpu-a .gpu-b; do
+        [ -d "$missing" ] || { echo "gpu_train.sh: $missing is not here: make the three calls in a row" >&2; exit 1; }
+    done
     mkdir -p "$out"
     rm -rf "$work" && mkdir -p "$work/data"
     exec > >(tee "$out/run.log") 2>&1
     [ -d /tmp/site ] && export PYTHONPATH=/tmp/site:$repo || export PYTHONPATH=$repo
     export PYTHONUNBUFFERED=1
+    "$python" -c "import rasterio" 2> /dev/null \
+        || { echo "gpu_train.sh: rasterio is not importable: run 'gpu_train.sh unpack' in the call before" >&2; exit 1; }
     local rssr=("$python" -m rssr_cli)
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     # Both carried halves into one tree laid out as ../shared/data is.
