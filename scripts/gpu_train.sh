@@ -74,7 +74,7 @@ unpack() {
     PYTHONPATH=/tmp/site "$python" -c "import rasterio, pyproj, shapely, rio_cogeo; print('wheels ready:', rasterio.__version__)"
 }
 
-# The median patches/s of a run's logged training steps after the first 10 (compilation and warm-up excluded).
+# The median patches/s of a run's logged training steps after the first 10 (warm-up excluded).
 speed() {
     "$python" - "$1" <<'EOF'
 import json, statistics, sys
@@ -107,7 +107,7 @@ run() {
 
     echo "== archives and caches ($(date -u +%T))"
     "$python" scripts/make_archive.py --data "$work/data" --out "$work/archive"
-    # The five caches in parallel, with the options and seeds of the CPU runs' caches (data-work/rebuild.sh).
+    # The five caches in parallel, with the options and seeds of the CPU runs (the model card, *Reproduce*).
     local prep=("${rssr[@]}" prepare --synthetic-lr --missing-band mask --patch 16) pids=() pid
     "${prep[@]}" "$work/archive/train-v3.csv" --stride 8 -o "$work/train-v3.npz" & pids+=($!)
     "${prep[@]}" "$work/archive/val.csv" --stride 8 --seed 1 -o "$work/val.npz" & pids+=($!)
