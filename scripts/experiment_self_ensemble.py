@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 import rssr_cli.methods.diffusion as diffusion
-from rssr_cli.degrade import back_project, project_consistent, upsample
+from rssr_cli.degrade import upsample
 from rssr_cli.diffusion.noise import tile_noise
 from rssr_cli.diffusion.samplers import lr_start_sample, transfer_texture
 from rssr_cli.diffusion.schedule import NoiseSchedule
@@ -84,11 +84,7 @@ def ensembled_sampler(k: int, mode: str, shipped: Callable) -> Callable:
         sr = model.from_residual(x0, lr_up)
         if sampler.chroma_sigma > 0:
             sr = lr_up + blur_chroma(sr - lr_up, sampler.chroma_sigma, model.config.chroma_channels)
-        if sampler.consistency == "backproject":
-            return back_project(sr, lr, model.config.scale), None
-        if sampler.consistency == "exact":
-            return project_consistent(sr, lr, model.config.scale), None
-        return sr, None
+        return diffusion.apply_consistency(sr, lr, model.config.scale, sampler.consistency), None
 
     return sample
 

@@ -43,7 +43,7 @@ from rssr_cli.weights import LoadedModel, load_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NO_TEXTURE", "DiffusionOptions", "DiffusionUpsampler", "patch_origins", "sample_tiles"]
+__all__ = ["NO_TEXTURE", "DiffusionOptions", "DiffusionUpsampler", "apply_consistency", "patch_origins", "sample_tiles"]
 
 Origins = Sequence[tuple[int, int]]
 
@@ -108,7 +108,7 @@ def sample_tiles(model: SRModel, lr: torch.Tensor, origins: Origins, sampler: Sa
         sr = model.from_residual(x0, lr_up)
         if sampler.chroma_sigma > 0:  # in reflectance: the residual's per-band scaling would skew the colour
             sr = lr_up + blur_chroma(sr - lr_up, sampler.chroma_sigma, model.config.chroma_channels)
-        sr = _consistent(sr, lr, model.config.scale, sampler.consistency)
+        sr = apply_consistency(sr, lr, model.config.scale, sampler.consistency)
         total += sr.double()
         total_sq += sr.double() ** 2
     mean = total / samples
@@ -124,7 +124,7 @@ def _joined(parts: list[torch.Tensor]) -> np.ndarray:
     return parts[0].numpy() if len(parts) == 1 else np.concatenate([p.numpy() for p in parts])
 
 
-def _consistent(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) -> torch.Tensor:
+def apply_consistency(sr: torch.Tensor, lr: torch.Tensor, scale: Fraction, mode: str) -> torch.Tensor:
     """The sampler's ``consistency`` step (see :class:`~rssr_cli.model.config.SamplerConfig`)."""
     if mode == "backproject":
         return back_project(sr, lr, scale)
